@@ -1,0 +1,1 @@
+"""Exact Online: the entity catalog, the REST client and webhook verification."""
