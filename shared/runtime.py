@@ -25,21 +25,21 @@ class Runtime:
     # --- load area (shared/exact, shared/warehouse, shared/sync) -----------------------------
 
 
-_current: Runtime | None = None
+_installed: dict[str, Runtime] = {}
 _guard = threading.Lock()
 
 
 def current() -> Runtime:
     """The process-wide runtime, built from the environment on first call."""
-    global _current
     with _guard:
-        if _current is None:
-            _current = Runtime(settings=Settings.from_env())
-        return _current
+        if "runtime" not in _installed:
+            _installed["runtime"] = Runtime(settings=Settings.from_env())
+        return _installed["runtime"]
 
 
 def install(runtime: Runtime | None) -> None:
     """Replace (or with ``None`` forget) the process-wide runtime."""
-    global _current
     with _guard:
-        _current = runtime
+        _installed.pop("runtime", None)
+        if runtime is not None:
+            _installed["runtime"] = runtime

@@ -22,8 +22,8 @@ from shared.errors import ConfigError
 
 #: Defaults the local sandbox registers its one app with; only used against a loopback base URL.
 LOCAL_CLIENT_ID = "exactsync-local-client"
-LOCAL_CLIENT_SECRET = "local-client-secret-not-for-production"
-LOCAL_WEBHOOK_SECRET = "local-webhook-secret-not-for-production"
+LOCAL_CLIENT_SECRET = "local-client-secret-not-for-production"  # noqa: S105 (sandbox-only default)
+LOCAL_WEBHOOK_SECRET = "local-webhook-secret-not-for-production"  # noqa: S105 (sandbox-only default)
 LOCAL_SERVE_PORT = 7071
 LOCAL_REDIRECT_URI = f"http://127.0.0.1:{LOCAL_SERVE_PORT}/api/oauth/callback"
 DEFAULT_BASE_URL = "https://start.exactonline.nl"
@@ -40,35 +40,96 @@ class SettingSpec:
 
 SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("EXACTSYNC_HOME", "Folder for local state (token file, SQLite, locks). Default ./.exactsync"),
-    SettingSpec("EXACT_BASE_URL", "Exact Online host of the country, e.g. https://start.exactonline.nl", in_azure=True),
+    SettingSpec(
+        "EXACT_BASE_URL", "Exact Online host of the country, e.g. https://start.exactonline.nl", in_azure=True
+    ),
     SettingSpec("EXACT_CLIENT_ID", "Client id of the app registered in the Exact App Center", in_azure=True),
-    SettingSpec("EXACT_CLIENT_SECRET", "Client secret of that app (Key Vault reference in Azure)", in_azure=True, secret=True),
-    SettingSpec("EXACT_REDIRECT_URI", "Redirect URI registered for the app: <site>/api/oauth/callback", in_azure=True),
-    SettingSpec("EXACT_WEBHOOK_SECRET", "Webhook secret of the app, verifies HashCode (Key Vault reference in Azure)", in_azure=True, secret=True),
-    SettingSpec("KEY_VAULT_URL", "Set: tokens live in this Key Vault. Unset: a local file store", in_azure=True),
-    SettingSpec("SQL_SERVER", "Azure SQL server host (xxx.database.windows.net). Unset: SQLite", in_azure=True),
+    SettingSpec(
+        "EXACT_CLIENT_SECRET",
+        "Client secret of that app (Key Vault reference in Azure)",
+        in_azure=True,
+        secret=True,
+    ),
+    SettingSpec(
+        "EXACT_REDIRECT_URI", "Redirect URI registered for the app: <site>/api/oauth/callback", in_azure=True
+    ),
+    SettingSpec(
+        "EXACT_WEBHOOK_SECRET",
+        "Webhook secret of the app, verifies HashCode (Key Vault reference in Azure)",
+        in_azure=True,
+        secret=True,
+    ),
+    SettingSpec(
+        "KEY_VAULT_URL", "Set: tokens live in this Key Vault. Unset: a local file store", in_azure=True
+    ),
+    SettingSpec(
+        "SQL_SERVER", "Azure SQL server host (xxx.database.windows.net). Unset: SQLite", in_azure=True
+    ),
     SettingSpec("SQL_DATABASE", "Azure SQL database name", in_azure=True),
-    SettingSpec("SQL_DRIVER", "ODBC driver name or path to libmsodbcsql. Default: ODBC Driver 18 for SQL Server"),
-    SettingSpec("AZURE_CLIENT_ID", "Client id of the user-assigned managed identity the app runs as", in_azure=True),
+    SettingSpec(
+        "SQL_DRIVER", "ODBC driver name or path to libmsodbcsql. Default: ODBC Driver 18 for SQL Server"
+    ),
+    SettingSpec(
+        "AZURE_CLIENT_ID", "Client id of the user-assigned managed identity the app runs as", in_azure=True
+    ),
     # The app's storage account, read under the names the Functions host reads for its own
     # identity-based connection, so the queue trigger and our code can never disagree.
-    SettingSpec("AzureWebJobsStorage", "Connection string (Azurite: UseDevelopmentStorage=true). Unset with no URIs: local files and an embedded queue"),
-    SettingSpec("AzureWebJobsStorage__blobServiceUri", "Blob endpoint: token-lock leases and OAuth state (managed identity)", in_azure=True),
-    SettingSpec("AzureWebJobsStorage__queueServiceUri", "Queue endpoint: load steps (managed identity)", in_azure=True),
+    SettingSpec(
+        "AzureWebJobsStorage",
+        "Connection string (Azurite: UseDevelopmentStorage=true). Unset with no URIs: local files and an embedded queue",
+    ),
+    SettingSpec(
+        "AzureWebJobsStorage__blobServiceUri",
+        "Blob endpoint: token-lock leases and OAuth state (managed identity)",
+        in_azure=True,
+    ),
+    SettingSpec(
+        "AzureWebJobsStorage__queueServiceUri", "Queue endpoint: load steps (managed identity)", in_azure=True
+    ),
     SettingSpec("AzureWebJobsStorage__credential", "managedidentity", in_azure=True),
     SettingSpec("AzureWebJobsStorage__clientId", "Client id of the identity used for storage", in_azure=True),
-    SettingSpec("LOCK_CONTAINER", "Blob container holding one lease blob per connection. Default token-locks", in_azure=True),
+    SettingSpec(
+        "LOCK_CONTAINER",
+        "Blob container holding one lease blob per connection. Default token-locks",
+        in_azure=True,
+    ),
     SettingSpec("LOAD_QUEUE", "Queue of load steps. Default load-steps", in_azure=True),
-    SettingSpec("ROTATE_SCHEDULE", "NCRONTAB of the rotate_tokens timer. Default every 5 minutes", in_azure=True),
+    SettingSpec(
+        "ROTATE_SCHEDULE", "NCRONTAB of the rotate_tokens timer. Default every 5 minutes", in_azure=True
+    ),
     SettingSpec("SYNC_SCHEDULE", "NCRONTAB of the schedule_syncs timer. Default hourly", in_azure=True),
-    SettingSpec("KEEPALIVE_AFTER_HOURS", "Refresh an idle chain when its refresh token is older than this. Default 72", in_azure=True),
-    SettingSpec("NOTIFY_WEBHOOK_URL", "Optional Teams/Slack-style URL told when a connection needs consent", in_azure=True),
-    SettingSpec("PUBLIC_BASE_URL", "Public https base of the app, for re-consent links. Default from WEBSITE_HOSTNAME"),
-    SettingSpec("SYNC_DIVISIONS", "Comma-separated division codes to sync. Unset: every division the consent allows", in_azure=True),
-    SettingSpec("SYNC_ENTITIES", "Comma-separated entity names to sync. Unset: the whole catalog", in_azure=True),
+    SettingSpec(
+        "KEEPALIVE_AFTER_HOURS",
+        "Refresh an idle chain when its refresh token is older than this. Default 72",
+        in_azure=True,
+    ),
+    SettingSpec(
+        "NOTIFY_WEBHOOK_URL",
+        "Optional Teams/Slack-style URL told when a connection needs consent",
+        in_azure=True,
+    ),
+    SettingSpec(
+        "PUBLIC_BASE_URL", "Public https base of the app, for re-consent links. Default from WEBSITE_HOSTNAME"
+    ),
+    SettingSpec(
+        "SYNC_DIVISIONS",
+        "Comma-separated division codes to sync. Unset: every division the consent allows",
+        in_azure=True,
+    ),
+    SettingSpec(
+        "SYNC_ENTITIES", "Comma-separated entity names to sync. Unset: the whole catalog", in_azure=True
+    ),
     SettingSpec("DELETE_MODE", "hard (delete rows) or soft (set DeletedAt). Default hard", in_azure=True),
-    SettingSpec("DAILY_CALL_RESERVE", "API calls per division and day kept for incremental syncs. Default 500", in_azure=True),
-    SettingSpec("STEP_TIME_BUDGET_SECONDS", "How long one load step runs pages before handing over. Default 300", in_azure=True),
+    SettingSpec(
+        "DAILY_CALL_RESERVE",
+        "API calls per division and day kept for incremental syncs. Default 500",
+        in_azure=True,
+    ),
+    SettingSpec(
+        "STEP_TIME_BUDGET_SECONDS",
+        "How long one load step runs pages before handing over. Default 300",
+        in_azure=True,
+    ),
     SettingSpec("LOG_LEVEL", "Python log level. Default INFO"),
 )
 
@@ -89,7 +150,9 @@ def _https_or_loopback(name: str, url: str) -> str:
     return url.rstrip("/")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -164,7 +227,9 @@ class Settings:
         """Read and validate every setting; raise ``ConfigError`` naming the first bad one."""
         env = os.environ if env is None else env
         home = Path(env.get("EXACTSYNC_HOME", "").strip() or "./.exactsync")
-        base_url = _https_or_loopback("EXACT_BASE_URL", env.get("EXACT_BASE_URL", "").strip() or DEFAULT_BASE_URL)
+        base_url = _https_or_loopback(
+            "EXACT_BASE_URL", env.get("EXACT_BASE_URL", "").strip() or DEFAULT_BASE_URL
+        )
         local = _is_loopback(base_url)
 
         def credential(name: str, local_default: str) -> str:
@@ -175,9 +240,12 @@ class Settings:
                 return local_default
             raise ConfigError(f"{name} is not set (required when EXACT_BASE_URL is {base_url})")
 
+        client_id = credential("EXACT_CLIENT_ID", LOCAL_CLIENT_ID)
+        client_secret = credential("EXACT_CLIENT_SECRET", LOCAL_CLIENT_SECRET)
         redirect_uri = _https_or_loopback(
             "EXACT_REDIRECT_URI", credential("EXACT_REDIRECT_URI", LOCAL_REDIRECT_URI)
         )
+        webhook_secret = credential("EXACT_WEBHOOK_SECRET", LOCAL_WEBHOOK_SECRET)
         sql_server = env.get("SQL_SERVER", "").strip() or None
         sql_database = env.get("SQL_DATABASE", "").strip() or None
         if bool(sql_server) != bool(sql_database):
@@ -208,10 +276,10 @@ class Settings:
         return cls(
             home=home,
             exact_base_url=base_url,
-            client_id=credential("EXACT_CLIENT_ID", LOCAL_CLIENT_ID),
-            client_secret=credential("EXACT_CLIENT_SECRET", LOCAL_CLIENT_SECRET),
+            client_id=client_id,
+            client_secret=client_secret,
             redirect_uri=redirect_uri,
-            webhook_secret=credential("EXACT_WEBHOOK_SECRET", LOCAL_WEBHOOK_SECRET),
+            webhook_secret=webhook_secret,
             key_vault_url=key_vault_url,
             sql_server=sql_server,
             sql_database=sql_database,

@@ -51,7 +51,9 @@ class WebResponse:
         return cls(status, json.dumps(payload, default=str), "application/json", dict(headers or {}))
 
     @classmethod
-    def page(cls, title: str, message: str, status: int = 200, headers: Mapping[str, str] | None = None) -> WebResponse:
+    def page(
+        cls, title: str, message: str, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> WebResponse:
         """A small HTML page; ``title`` and ``message`` are escaped here."""
         body = (
             "<!doctype html><html><head><meta charset='utf-8'><title>"
