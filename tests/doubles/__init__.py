@@ -1,0 +1,1 @@
+"""Test doubles for what cannot run here (Key Vault, managed identity), at the transport boundary."""
