@@ -10,9 +10,11 @@ import pytest
 @pytest.fixture(scope="module")
 def functions() -> dict[str, Any]:
     import function_app
+    from shared.serve import functions_of
 
-    # get_functions() may be called once per app object (azure-functions 1.26).
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+    # get_functions() may be called once per app object (azure-functions 1.26): share the
+    # process's one call with exactsync serve.
+    return {f.get_function_name(): f for f in functions_of(function_app.app)}
 
 
 def _binding(function: Any, kind: str) -> dict[str, Any]:
