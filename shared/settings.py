@@ -131,6 +131,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
         in_azure=True,
     ),
     SettingSpec("LOG_LEVEL", "Python log level. Default INFO"),
+    SettingSpec("OAUTH_PROVIDERS", "Optional JSON object: more OAuth providers by name (each names its client-secret setting in client_secret_setting)"),
 )
 
 _NAMES = frozenset(spec.name for spec in SETTINGS)
@@ -201,6 +202,9 @@ class Settings:
     daily_call_reserve: int = 500
     step_time_budget_seconds: int = 300
     log_level: str = "INFO"
+    oauth_providers: str | None = None
+    #: values of the settings that OAUTH_PROVIDERS names as client secrets: (setting name, value)
+    oauth_provider_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def is_local_sandbox(self) -> bool:
@@ -302,10 +306,37 @@ class Settings:
             daily_call_reserve=_int(env, "DAILY_CALL_RESERVE", 500),
             step_time_budget_seconds=_int(env, "STEP_TIME_BUDGET_SECONDS", 300, minimum=10),
             log_level=log_level,
+            oauth_providers=optional("OAUTH_PROVIDERS"),
+            oauth_provider_secrets=_named_secrets(env, optional("OAUTH_PROVIDERS")),
         )
+
+
+def _named_secrets(env: Mapping[str, str], providers_json: str | None) -> tuple[tuple[str, str], ...]:
+    """Read the settings OAUTH_PROVIDERS names as client secrets (validated in shared.oauth.providers)."""
+    if not providers_json:
+        return ()
+    import json
+
+    try:
+        data = json.loads(providers_json)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"OAUTH_PROVIDERS is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("OAUTH_PROVIDERS must be a JSON object mapping provider names to their fields")
+    found: list[tuple[str, str]] = []
+    for spec in data.values():
+        name = spec.get("client_secret_setting") if isinstance(spec, dict) else None
+        if isinstance(name, str) and env.get(name, "").strip():
+            found.append((name, env[name].strip()))
+    return tuple(found)
 
 
 def secret_values(settings: Settings) -> tuple[str, ...]:
     """The configured secret values, for redaction filters."""
-    values = (settings.client_secret, settings.webhook_secret, settings.storage_connection_string)
+    values = (
+        settings.client_secret,
+        settings.webhook_secret,
+        settings.storage_connection_string,
+        *(value for _, value in settings.oauth_provider_secrets),
+    )
     return tuple(v for v in values if v)

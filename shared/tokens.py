@@ -51,6 +51,16 @@ class TokenRecord:
     #: who consented / what the consent allows, as far as the provider tells us (no secrets)
     subject: str | None = None
     scope: str | None = None
+    #: epoch seconds when the current access token was issued (our receive time: never earlier
+    #: than the provider's own issue time, so "earliest refresh" rules measured from it are safe).
+    #: None in records written before this field existed: ``refresh_issued_at`` stands in.
+    access_issued_at: float | None = None
+    #: epoch seconds when the current refresh token dies, when the provider's rule is known
+    refresh_expires_at: float | None = None
+    #: epoch seconds of the last call to the token endpoint for this chain (intent time)
+    attempted_at: float | None = None
+    #: failed token-endpoint attempts since the last success (spaces out the next attempt)
+    failures: int = 0
 
     def with_changes(self, **changes: Any) -> TokenRecord:
         return replace(self, **changes)
@@ -60,6 +70,11 @@ class TokenRecord:
 
     def refresh_age(self, now: float) -> float:
         return now - self.refresh_issued_at
+
+    @property
+    def issued_at(self) -> float:
+        """When the current access token was issued (falls back for older records)."""
+        return self.refresh_issued_at if self.access_issued_at is None else self.access_issued_at
 
     def public_view(self, now: float) -> dict[str, Any]:
         """What status endpoints show: everything but the token values."""
@@ -75,6 +90,8 @@ class TokenRecord:
             "consented_at": self.consented_at,
             "last_error": self.last_error,
             "subject": self.subject,
+            "refresh_expires_at": self.refresh_expires_at,
+            "last_attempt_at": self.attempted_at,
         }
 
     def to_json(self) -> str:
