@@ -11,9 +11,23 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from shared.clock import Clock, SystemClock
 from shared.settings import Settings
+
+if TYPE_CHECKING:  # the real imports happen inside the properties (cold start)
+    import httpx
+
+    from shared.exact.client import ExactClient
+    from shared.exact.rate import RateGovernor
+    from shared.locks.base import ConnectionLock
+    from shared.oauth.keeper import TokenKeeper
+    from shared.oauth.providers import Providers
+    from shared.stores.base import TokenStore
+    from shared.stores.nonces import NonceStore
+    from shared.sync.queues import Queue
+    from shared.warehouse.base import Warehouse
 
 
 @dataclass
@@ -22,18 +36,6 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
 
     # --- OAuth area (shared/oauth, shared/stores, shared/locks) ------------------------------
-    # Imports happen inside the properties (cold start); these are for the type checker only.
-    from typing import TYPE_CHECKING
-
-    if TYPE_CHECKING:
-        import httpx
-
-        from shared.locks.base import ConnectionLock
-        from shared.oauth.keeper import TokenKeeper
-        from shared.oauth.providers import Providers
-        from shared.stores.base import TokenStore
-        from shared.stores.nonces import NonceStore
-
     @cached_property
     def providers(self) -> Providers:
         """Exact Online plus ``OAUTH_PROVIDERS``; registers every configured secret for redaction."""
@@ -98,12 +100,6 @@ class Runtime:
         )
 
     # --- load area (shared/exact, shared/warehouse, shared/sync) -----------------------------
-
-    if TYPE_CHECKING:
-        from shared.exact.client import ExactClient
-        from shared.exact.rate import RateGovernor
-        from shared.sync.queues import Queue
-        from shared.warehouse.base import Warehouse
 
     @cached_property
     def queue(self) -> Queue:
