@@ -227,8 +227,12 @@ class Settings:
         return self.home / "warehouse.sqlite3"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate every setting; raise ``ConfigError`` naming the first bad one."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, need_app: bool = True) -> Settings:
+        """Read and validate every setting; raise ``ConfigError`` naming the first bad one.
+
+        ``need_app=False`` serves deploy-time commands (``exactsync migrate``) that touch only
+        the warehouse: the Exact app credentials may then be absent (they read as empty).
+        """
         env = os.environ if env is None else env
         home = Path(env.get("EXACTSYNC_HOME", "").strip() or "./.exactsync")
         base_url = _https_or_loopback(
@@ -242,6 +246,8 @@ class Settings:
                 return value
             if local:
                 return local_default
+            if not need_app:
+                return local_default if name == "EXACT_REDIRECT_URI" else ""
             raise ConfigError(f"{name} is not set (required when EXACT_BASE_URL is {base_url})")
 
         client_id = credential("EXACT_CLIENT_ID", LOCAL_CLIENT_ID)

@@ -113,9 +113,11 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 
 def run_migrate_command(args: argparse.Namespace) -> int:
-    from shared.runtime import current
+    from shared.runtime import Runtime
+    from shared.settings import Settings
 
-    warehouse = current().warehouse
+    # Deploy-time: only the warehouse settings matter (the azd hook has no Exact secrets).
+    warehouse = Runtime(settings=Settings.from_env(need_app=False)).warehouse
     applied = warehouse.migrate()
     if args.show:
         for statement in applied:

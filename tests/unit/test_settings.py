@@ -79,3 +79,11 @@ def test_public_base_url_comes_from_the_site_hostname() -> None:
 def test_settings_table_names_are_unique() -> None:
     names = [spec.name for spec in SETTINGS]
     assert len(names) == len(set(names))
+
+
+def test_deploy_time_commands_need_no_exact_app_credentials() -> None:
+    env = {"SQL_SERVER": "x.database.windows.net", "SQL_DATABASE": "exactsync"}
+    with pytest.raises(ConfigError, match="EXACT_CLIENT_ID"):
+        Settings.from_env(env)
+    s = Settings.from_env(env, need_app=False)
+    assert s.uses_azure_sql and s.client_id == "" and s.client_secret == ""
