@@ -267,6 +267,10 @@ def _text(exc: BaseException) -> str:
 # --- the page loop ------------------------------------------------------------------------
 
 
+#: How long Exact blocks an endpoint after 10 error answers within an hour.
+ENDPOINT_BLOCK_SECONDS = 3600.0
+
+
 class _Pager:
     def __init__(self, ctx: LoadContext, step: LoadStep, report: StepReport, hold: object) -> None:
         self.last: Cursor | None = None
@@ -299,9 +303,16 @@ class _Pager:
             report.continuation = self._continuation()
         except ExactRateLimited as exc:
             # A 429 the client could not wait out (another process spent the minute): hand over.
+            # A blocked endpoint (10 errors within the hour) stays blocked for an hour at least:
+            # coming back at the next minute would only extend Exact's block.
+            now = ctx.clock.now()
             report.outcome = "continued"
             report.reason = str(exc)
-            report.continue_at = resume_time(ctx.clock.now(), exc.reset_at, daily=False)
+            report.continue_at = (
+                now + ENDPOINT_BLOCK_SECONDS
+                if exc.endpoint_blocked
+                else resume_time(now, exc.reset_at, daily=False)
+            )
             report.continuation = self._continuation()
         except DailyBudgetExhausted as exc:
             now = ctx.clock.now()

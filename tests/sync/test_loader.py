@@ -188,3 +188,20 @@ def test_redelivered_and_duplicated_messages_change_nothing(runtime: Runtime) ->
     assert warehouse_rows(runtime, DIVISION, entity("Accounts")) == live_rows(
         sandbox, DIVISION, entity("Accounts")
     )
+
+
+def test_a_blocked_endpoint_is_left_alone_for_an_hour(runtime: Runtime) -> None:
+    import httpx
+
+    sandbox = runtime.sandbox  # type: ignore[attr-defined]
+    token = runtime.keeper.get_access_token(CONNECTION)
+    url = f"{sandbox.base_url}/api/v1/{DIVISION}/sync/Financial/TransactionLines"
+    with httpx.Client(headers={"Accept": "application/json", "Authorization": f"Bearer {token}"}) as http:
+        for _ in range(10):  # ten 400s: Exact blocks the endpoint for an hour
+            assert http.get(url, params={"$select": "NoSuchField"}).status_code == 400
+    now = runtime.clock.now()
+    report = run_step(LoadContext.from_runtime(runtime), _step())
+    assert report.outcome == "continued" and report.pages == 0
+    assert report.continue_at is not None and report.continue_at >= now + 3600
+    stats = _queue(runtime).stats()
+    assert stats.delayed == 1 and (stats.next_visible_at or 0) >= now + 3600
