@@ -189,7 +189,12 @@ class Admin:
         columns = [Column(f.name, i, f.edm) for i, f in enumerate(spec.fields)]
         as_string = bool(sb.config["timestamp_as_string"])
         if spec is E.DIVISIONS:
+            # ``Current`` as the API shows it to the default consent (whose current division is
+            # the first one), so a dump compares equal to what a client reads.
+            current = sb.data.division_codes[0]
             rows = [list(info.values) for _, info in sorted(sb.data.divisions.items())]
+            for row in rows:
+                row[2] = row[0] == current
         else:
             columns.insert(1, Column("Timestamp", len(spec.fields), E.INT64))
             if spec is E.DELETED:
