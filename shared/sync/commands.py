@@ -82,6 +82,10 @@ def run_sync_command(args: argparse.Namespace) -> int:
     from shared.sync.runner import resume_sync, run_sync
 
     runtime = current()
+    if getattr(args, "trace", False):  # token refreshes during the sync print, redacted
+        from shared.oauth.trace import attach
+
+        attach(runtime.oauth_http)
     if args.resume:
         resumed = resume_sync(runtime, workers=args.workers)
         print(resumed.render())
