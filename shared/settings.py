@@ -131,7 +131,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
         in_azure=True,
     ),
     SettingSpec("LOG_LEVEL", "Python log level. Default INFO"),
-    SettingSpec("OAUTH_PROVIDERS", "Optional JSON object: more OAuth providers by name (each names its client-secret setting in client_secret_setting)"),
+    SettingSpec(
+        "OAUTH_PROVIDERS",
+        "Optional JSON object: more OAuth providers by name (each names its client-secret setting in client_secret_setting)",
+    ),
 )
 
 _NAMES = frozenset(spec.name for spec in SETTINGS)

@@ -193,8 +193,8 @@ class Admin:
             # the first one), so a dump compares equal to what a client reads.
             current = sb.data.division_codes[0]
             rows = [list(info.values) for _, info in sorted(sb.data.divisions.items())]
-            for row in rows:
-                row[2] = row[0] == current
+            for values in rows:
+                values[2] = values[0] == current
         else:
             columns.insert(1, Column("Timestamp", len(spec.fields), E.INT64))
             if spec is E.DELETED:
