@@ -139,7 +139,8 @@ def sandbox_rows(
     return {row[entity.key]: row for row in rows}
 
 
-def mutate(sandbox: SandboxHandle, division: int, entity: str, **counts: int) -> dict[str, Any]:
+def mutate(sandbox: SandboxHandle, division: int, entity: str, **counts: int | list[str]) -> dict[str, Any]:
+    """Change rows through the sandbox's admin API: counts (``insert=2``) or keys (``update_keys=[…]``)."""
     import httpx
 
     answer = httpx.post(

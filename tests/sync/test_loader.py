@@ -82,10 +82,10 @@ def test_the_queue_trigger_completes_a_malformed_message_and_runs_a_good_one(run
 
     install(runtime)
     try:
-        function_app.load_step(QueueMessage(body=b"\x00not json", dequeue_count=1))  # returns: completed
+        function_app.load_step(QueueMessage(body=b"\x00not json", dequeue_count=1))  # type: ignore[no-untyped-call]
         assert "rejected" in _failed(runtime)[0].reason
         step = _step("Items", mode="incremental")
-        function_app.load_step(QueueMessage(body=step.to_bytes(), dequeue_count=1))
+        function_app.load_step(QueueMessage(body=step.to_bytes(), dequeue_count=1))  # type: ignore[no-untyped-call]
     finally:
         install(None)
     sandbox = runtime.sandbox  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from shared.serve import LocalHost, functions_of, route_prefix
 from shared.settings import LOCAL_WEBHOOK_SECRET
 from shared.sync.demo import mutate
 from shared.sync.messages import parse_step
-from shared.sync.queues import EmbeddedQueue
+from shared.sync.queues import EmbeddedQueue, Queue
 from shared.sync.runner import drain, run_sync
 from tests.sync.support import CONNECTION, admin, consented_runtime, counters
 
@@ -53,7 +53,8 @@ def _subscribe(sandbox: Any, runtime: Runtime, callback: str, topic: str) -> htt
     )
 
 
-def _queued(queue: EmbeddedQueue, count: int, timeout: float = 15.0) -> list[Any]:
+def _queued(queue: Queue, count: int, timeout: float = 15.0) -> list[Any]:
+    assert isinstance(queue, EmbeddedQueue)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         waiting = queue.peek_all()

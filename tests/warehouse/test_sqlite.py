@@ -29,11 +29,11 @@ class Trap:
         trap = self
 
         class TrappedConnection(sqlite3.Connection):
-            def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+            def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
                 trap.check(sql)
                 return super().execute(sql, *args)
 
-            def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+            def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
                 trap.check(sql)
                 return super().executemany(sql, *args)
 
@@ -77,7 +77,12 @@ def test_a_page_that_fails_midway_leaves_neither_rows_nor_cursor(
         pytest.skip("that statement does not run in this mode")
     path = tmp_path / "w.sqlite3"
     trap = Trap()
-    wh = SqliteWarehouse(path, delete_mode=mode, factory=trap.connection_class(), auto_migrate=True)
+    wh = SqliteWarehouse(
+        path,
+        delete_mode="soft" if mode == "soft" else "hard",
+        factory=trap.connection_class(),
+        auto_migrate=True,
+    )
     wh.commit_page(
         entity=ACCOUNTS, division=1, rows=[account(1, 5), account(2, 6)], cursor=cursor(ACCOUNTS, 6)
     )

@@ -6,13 +6,13 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from shared.exact.catalog import CATALOG, DELETED
+from shared.exact.catalog import CATALOG, DELETED, Entity
 from shared.warehouse import tsql
 from shared.warehouse.schema import ENTITIES, all_tables, entity_table, tsql_add_column, tsql_create
 from tests.warehouse.rows import ACCOUNTS, DIVISIONS, TRANSACTION_LINES
 
 
-def parse(sql: str) -> list[exp.Expression]:
+def parse(sql: str) -> list[exp.Expr]:
     statements = [
         s for s in sqlglot.parse(sql, read="tsql", error_level=sqlglot.ErrorLevel.RAISE) if s is not None
     ]
@@ -36,13 +36,13 @@ def test_every_statement_parses(mode: str) -> None:
 
 
 @pytest.mark.parametrize("entity", [*CATALOG, DELETED], ids=lambda e: e.name)
-def test_page_batch_is_one_holdlock_merge_from_openjson_plus_the_cursor(entity: object) -> None:
-    sql = tsql.page_batch(entity, (), "hard")  # type: ignore[arg-type]
+def test_page_batch_is_one_holdlock_merge_from_openjson_plus_the_cursor(entity: Entity) -> None:
+    sql = tsql.page_batch(entity, (), "hard")
     statements = parse(sql)
     merges = [s for s in statements if isinstance(s, exp.Merge)]
     assert len(merges) == 2  # the page, the cursor
     page_merge, state_merge = merges
-    assert page_merge.this.name == entity.table  # type: ignore[attr-defined]
+    assert page_merge.this.name == entity.table
     assert state_merge.this.name == "exactsync_state"
     assert all(holdlock(m) for m in merges)
     source = page_merge.args["using"]
