@@ -279,7 +279,9 @@ def run_demo(
         )
         install(None)
     result.elapsed = time.perf_counter() - started
-    say(f"done in {result.elapsed:.1f} s. Next: `exactsync serve`, `exactsync sync`, README's Azure section.")
+    say(
+        f'done in {result.elapsed:.1f} s. Next: `exactsync serve`, `exactsync sync`, README\'s "In Azure" section.'
+    )
     return result
 
 
