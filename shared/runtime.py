@@ -114,6 +114,14 @@ class Runtime:
 
         return make_warehouse(self.settings, clock=self.clock)
 
+    def use_warehouse(self, warehouse: Warehouse) -> None:
+        """Load into ``warehouse`` instead of the one the settings name (a test's scratch schema
+        on a real SQL Server, which no setting can name). Only before ``warehouse`` is first used:
+        swapping it later would split one run's data over two databases."""
+        if "warehouse" in self.__dict__:
+            raise RuntimeError("this runtime's warehouse is already in use; hand one over before that")
+        self.__dict__["warehouse"] = warehouse
+
     @cached_property
     def rate_governor(self) -> RateGovernor:
         """One per process: Exact's budgets are per app and division, whatever the connection."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,22 @@ from shared.runtime import Runtime
 from shared.sandbox.server import SandboxHandle
 from shared.settings import Settings
 from shared.sync.demo import consent_with_sandbox
+from shared.warehouse.base import Warehouse
 
 CONNECTION = "acme"
+
+
+@dataclass(frozen=True)
+class WarehouseBackend:
+    """Where a test runtime loads: ``dialect`` is what its warehouse must report; ``build`` makes
+    the warehouse from the runtime (its settings and clock), or is None for the one the settings
+    name (the SQLite file under ``EXACTSYNC_HOME``, through the production factory)."""
+
+    dialect: str
+    build: Callable[[Runtime], Warehouse] | None = None
+
+
+SQLITE = WarehouseBackend("sqlite")
 
 
 def settings_for(sandbox: SandboxHandle, home: Path, **env: str) -> Settings:
@@ -23,12 +40,21 @@ def settings_for(sandbox: SandboxHandle, home: Path, **env: str) -> Settings:
 
 
 def consented_runtime(
-    sandbox: SandboxHandle, home: Path, connection: str = CONNECTION, **env: str
+    sandbox: SandboxHandle,
+    home: Path,
+    connection: str = CONNECTION,
+    *,
+    backend: WarehouseBackend = SQLITE,
+    **env: str,
 ) -> Runtime:
-    """A runtime on the sandbox's clock with a connection consented through the real flow."""
+    """A runtime on the sandbox's clock with a connection consented through the real flow,
+    loading into ``backend``'s warehouse (migrated)."""
     runtime = Runtime(settings=settings_for(sandbox, home, **env), clock=sandbox.clock)
+    if backend.build is not None:
+        runtime.use_warehouse(backend.build(runtime))
     consent_with_sandbox(runtime, connection)
     runtime.warehouse.migrate()
+    assert runtime.warehouse.dialect == backend.dialect, "the runtime loads into another warehouse"
     return runtime
 
 
@@ -71,6 +97,19 @@ def warehouse_rows(runtime: Runtime, division: int, entity: Entity) -> dict[Any,
     return keyed
 
 
+def typed(row: Mapping[str, Any]) -> dict[str, tuple[str, Any, Any]]:
+    """Each value with its type and, for a datetime, its UTC offset. Plain ``==`` lets ``True``
+    equal ``1`` and ``1`` equal ``1.0``, so a dialect handing back another form would pass; every
+    dialect must return exactly the loader's forms (``bool``, ``float``, aware UTC ``datetime``)."""
+    return {
+        name: (type(value).__name__, value.utcoffset() if isinstance(value, datetime) else None, value)
+        for name, value in row.items()
+    }
+
+
+_UTC = timedelta(0)
+
+
 def assert_equal_to_sandbox(
     runtime: Runtime, sandbox: SandboxHandle, divisions: list[int], entities: tuple[Entity, ...] = CATALOG
 ) -> int:
@@ -85,7 +124,15 @@ def assert_equal_to_sandbox(
             extra = sorted(map(str, have.keys() - want.keys()))[:5]
             assert not missing and not extra, f"{entity.name}/{division}: missing {missing}, extra {extra}"
             for key, row in want.items():
-                assert have[key] == row, f"{entity.name}/{division} {key}: {have[key]} != {row}"
+                got, expected = typed(have[key]), typed(row)
+                differ = {
+                    name: (got.get(name), expected.get(name))
+                    for name in got.keys() | expected.keys()
+                    if got.get(name) != expected.get(name)
+                }
+                assert not differ, f"{entity.name}/{division} {key}: (warehouse, sandbox) {differ}"
+                naive = [n for n, (kind, offset, _v) in got.items() if kind == "datetime" and offset != _UTC]
+                assert not naive, f"{entity.name}/{division} {key}: not UTC-aware: {naive}"
             compared += len(want)
     return compared
 
