@@ -17,8 +17,9 @@ What it guarantees, and why:
 - 5xx answers and transport failures (connect errors, timeouts, dropped connections: all on
   idempotent GETs) are retried with exponential backoff and jitter, ``max_retries`` times.
 - Calls on division URLs go through the ``RateGovernor`` (see ``rate.py``). A 429 is retried
-  only after the minutely reset it announced (the governor waits for it); a 429 without a reset
-  header is raised, a daily 429 becomes ``DailyBudgetExhausted``.
+  only after the minutely reset it announced, on Exact's clock (the governor waits for it and
+  learns how far our clock is off from each answer's ``Date`` and send time); a 429 without a
+  reset header is raised, a daily 429 becomes ``DailyBudgetExhausted``.
 - A 2xx body that is not OData JSON (Atom/XML, HTML, empty, truncated) is an
   ``ExactResponseError`` naming the endpoint, status and content type.
 - No secret in errors, logs or traces: the Authorization header is never logged, and URLs carry
@@ -429,7 +430,11 @@ class ExactClient:
                 continue  # no answer; backed off, try again
             response, token = sent
             status = response.status_code
-            rate = self.governor.record(division, response.headers, status) if division is not None else None
+            if division is not None:
+                rate = self.governor.record(division, response.headers, status, sent_at=attempts.sent_at)
+            else:
+                rate = None
+                self.governor.observe(response.headers)  # its Date still tells Exact's time
             if 200 <= status < 300:
                 self._trace(url, attempts, status=status, outcome="ok", rate=rate)
                 return response, attempts.calls, rate
@@ -538,7 +543,9 @@ class ExactClient:
         daily_remaining = _header_int(headers, "X-RateLimit-Remaining")
         if division is not None and daily_remaining == 0:
             reset = _header_int(headers, "X-RateLimit-Reset")
-            raise DailyBudgetExhausted(division, reset / 1000.0 if reset is not None else None, 0)
+            # Exact's midnight, on our clock (as the governor reports resets)
+            reset_at = reset / 1000.0 + self.governor.clock_ahead() if reset is not None else None
+            raise DailyBudgetExhausted(division, reset_at, 0)
         reset_ms = _header_int(headers, "X-RateLimit-Minutely-Reset")
         detail = error_message(response.content, headers.get("content-type"))
         if division is None or reset_ms is None:

@@ -99,6 +99,13 @@ def odata_error(status: int, message: str, wants_json: bool, reason: str | None 
     return Reply(status, error_xml(message), XML_TYPE, headers)
 
 
+def method_not_allowed(method: str, path: str, allow: str) -> ODataError:
+    """405 with an OData error body and ``Allow`` (the REST API is read-only here but for webhooks)."""
+    return ODataError(
+        405, f"The requested resource does not support http method '{method}' on {path}.", allow=allow
+    )
+
+
 def endpoint_of(rest: str) -> str:
     """The error block's endpoint: the path without a ``(key)`` segment, case-folded."""
     match = _KEYED.match(rest)
@@ -206,6 +213,8 @@ class Api:
             reply = call()
         except ODataError as exc:
             reply = odata_error(exc.status, exc.message, req.wants_json, exc.reason)
+            if exc.allow:
+                reply.headers.append(("Allow", exc.allow))
         reply.delay = max(reply.delay, self.sb.faults.delay("api_latency"))
         return reply
 
@@ -223,7 +232,7 @@ class Api:
         if route is None:
             raise ODataError(404, "Not found")
         if req.method != "GET":
-            raise ODataError(405, f"The method {req.method} is not supported on {path} by the sandbox.")
+            raise method_not_allowed(req.method, path, "GET")
         call = Call(req, grant, division, route, path)
         return self.single(call, key) if key is not None else self.collection(call)
 
@@ -391,6 +400,8 @@ class Api:
 
     def me(self, req: Request, grant: Grant) -> Reply:
         sb = self.sb
+        if req.method != "GET":
+            raise method_not_allowed(req.method, "current/Me", "GET")
         query = parse_query(req.query)
         if query.filter_text is not None or query.skiptoken is not None:
             raise ODataError(400, "Query options $filter and $skiptoken are not supported on current/Me.")

@@ -1,10 +1,12 @@
 """Exact Online's OAuth 2.0 server, as strict as the facts allow.
 
 One registered app (client id, secret, exact redirect URI). ``/api/oauth2/auth`` stands in for
-the consent screen; ``/api/oauth2/token`` serves the ``authorization_code`` and
-``refresh_token`` grants with client credentials in the form body only. Every consent starts an
-independent *chain*: codes are single use for 3 minutes, access tokens live 600 s
-(``expires_in`` is the string "600"), refresh tokens 30 days and only until their first use.
+the consent screen: ``response_type=code`` redirects back with a code, ``response_type=token``
+(the implicit grant) with an access token in the URI fragment and no refresh token.
+``/api/oauth2/token`` serves the ``authorization_code`` and ``refresh_token`` grants with client
+credentials in the form body only. Every consent starts an independent *chain*: codes are single
+use for 3 minutes, access tokens live 600 s (``expires_in`` is the string "600"), refresh tokens
+30 days and only until their first use.
 A refresh earlier than 570 s after the chain's last issue is refused and rotates nothing;
 presenting a used refresh token answers "Old refresh token used." and (the stricter reading)
 kills the chain. Token calls are counted per app per UTC day against a ceiling (200).
@@ -86,6 +88,8 @@ class Chain:
     generation: int = 1
     alive: bool = True
     ended_because: str | None = None
+    #: "authorization_code", or "implicit" (an access token only: nothing to refresh)
+    grant: str = "authorization_code"
 
 
 @dataclass
@@ -130,20 +134,28 @@ def _token_error(
     return reply
 
 
+RESPONSE_TYPES = frozenset({"code", "token"})
+
+
 def _authorize_problem(params: dict[str, str]) -> dict[str, str] | None:
     """The error to redirect back with, for a request from the registered client."""
-    if params.get("response_type") != "code":
-        # the implicit grant exists at Exact, but a server-side app has no business with it
+    if params.get("response_type") not in RESPONSE_TYPES:
         return {"error": "unsupported_response_type"}
     if "code_challenge" in params or "code_challenge_method" in params:
-        # PKCE support is unconfirmed for Exact: the stricter reading refuses it
+        # PKCE support is unconfirmed for Exact: the stricter reading refuses it (and it has no
+        # meaning for the implicit grant)
         return {"error": "invalid_request", "error_description": "PKCE is not supported"}
     return None
 
 
-def _redirect(uri: str, params: dict[str, str]) -> Reply:
-    joiner = "&" if urlsplit(uri).query else "?"
-    return Reply(302, b"", "text/html; charset=utf-8", [("Location", uri + joiner + urlencode(params))])
+def _redirect(uri: str, params: dict[str, str], *, fragment: bool = False) -> Reply:
+    """302 back to the app: parameters in the query, or (implicit grant, RFC 6749 4.2.2) in the
+    fragment, which the browser keeps away from servers and logs."""
+    if not fragment:
+        joiner = "&" if urlsplit(uri).query else "?"
+        return Reply(302, b"", "text/html; charset=utf-8", [("Location", uri + joiner + urlencode(params))])
+    headers = [("Location", uri + "#" + urlencode(params)), ("Cache-Control", "no-store")]
+    return Reply(302, b"", "text/html; charset=utf-8", headers)
 
 
 class OAuthServer:
@@ -180,16 +192,24 @@ class OAuthServer:
                 "Invalid redirect_uri",
                 "The redirect_uri does not match the one registered for this app.",
             )
+        return self._consent(method, params, redirect_uri)
+
+    def _consent(self, method: str, params: dict[str, str], redirect_uri: str) -> Reply:
+        """For the registered client and redirect URI: the consent's outcome, redirected back (in
+        the fragment for the implicit grant; an unknown response_type answers in the query)."""
         state = params.get("state")
         extra = {"state": state} if state is not None else {}
+        implicit = params.get("response_type") == "token"
         problem = _authorize_problem(params)
         if problem is not None:
-            return _redirect(redirect_uri, {**problem, **extra})
+            return _redirect(redirect_uri, {**problem, **extra}, fragment=implicit)
         if method == "GET" and not self.auto_consent:
             return self._consent_page(params)
         if self.faults.flag("deny_consent") or (method == "POST" and params.get("decision") != "approve"):
             self.counters.add("consents_denied")
-            return _redirect(redirect_uri, {"error": "access_denied", **extra})
+            return _redirect(redirect_uri, {"error": "access_denied", **extra}, fragment=implicit)
+        if implicit:
+            return _redirect(redirect_uri, {**self._implicit_grant(), **extra}, fragment=True)
         code = Code(
             value=_new_secret("code", 24) + "!IAAAA" + secrets.token_urlsafe(96),
             redirect_uri=redirect_uri,
@@ -201,6 +221,22 @@ class OAuthServer:
             self._codes[code.value] = code
         self.counters.add("codes_issued")
         return _redirect(redirect_uri, {"code": code.value, **extra})
+
+    def _implicit_grant(self) -> dict[str, str]:
+        """The implicit grant: a chain with an access token (600 s, valid on the API like any
+        other) and no refresh token; it ends when the token expires or the app is revoked."""
+        now = self.clock.now()
+        divisions = self.policy.consent_divisions or self.divisions
+        chain = Chain(
+            id=secrets.token_hex(8), user=SANDBOX_USER, divisions=divisions, created_at=now, issued_at=now,
+            access_token=_new_secret("gAAAAA", 300), refresh_token="", grant="implicit",
+        )  # fmt: skip
+        with self._lock:
+            self._chains[chain.id] = chain
+            self._access[chain.access_token] = (chain.id, now + ACCESS_SECONDS)
+            self._access_seen[chain.access_token] = chain.id
+        self.counters.add("implicit_tokens_issued")
+        return {"access_token": chain.access_token, "token_type": "bearer", "expires_in": str(ACCESS_SECONDS)}
 
     def _consent_page(self, params: dict[str, str]) -> Reply:
         from html import escape
@@ -474,10 +510,12 @@ class OAuthServer:
         with self._lock:
             return [
                 {
-                    "chain": c.id, "alive": c.alive, "ended_because": c.ended_because, "generation": c.generation,
-                    "divisions": list(c.divisions), "created_at": c.created_at, "issued_at": c.issued_at,
-                    "access_expires_at": c.issued_at + ACCESS_SECONDS, "refresh_expires_at": c.issued_at + REFRESH_SECONDS,
-                    "refresh_allowed_after": c.issued_at + TOO_EARLY_SECONDS, "access_valid": c.alive and now < c.issued_at + ACCESS_SECONDS,
+                    "chain": c.id, "grant": c.grant, "alive": c.alive, "ended_because": c.ended_because,
+                    "generation": c.generation, "divisions": list(c.divisions), "created_at": c.created_at,
+                    "issued_at": c.issued_at, "access_expires_at": c.issued_at + ACCESS_SECONDS,
+                    "refresh_expires_at": c.issued_at + REFRESH_SECONDS if c.refresh_token else None,
+                    "refresh_allowed_after": c.issued_at + TOO_EARLY_SECONDS if c.refresh_token else None,
+                    "access_valid": c.alive and now < c.issued_at + ACCESS_SECONDS,
                 }
                 for c in self._chains.values()
             ]  # fmt: skip

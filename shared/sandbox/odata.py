@@ -34,13 +34,17 @@ XML_TYPE = "application/xml;charset=utf-8"
 
 
 class ODataError(Exception):
-    """An answer in OData's error shape: status, message text and an optional ``Reason`` header."""
+    """An answer in OData's error shape: status, message text, an optional ``Reason`` header and,
+    for a 405, the ``Allow`` header (the methods the resource does take, as RFC 9110 requires)."""
 
-    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, reason: str | None = None, *, allow: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.reason = reason
+        self.allow = allow
 
 
 def error_json(message: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
+from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -85,7 +86,9 @@ class Sandbox:
     def _token(self, req: Request) -> Reply:
         if req.method != "POST":
             return json_reply(
-                {"error": "invalid_request", "error_description": "The token endpoint takes POST."}, 405
+                {"error": "invalid_request", "error_description": "The token endpoint takes POST."},
+                405,
+                [("Allow", "POST")],
             )
         return self.oauth.token(req.headers, req.body)
 
@@ -95,7 +98,9 @@ class Sandbox:
         elif req.method == "POST":
             params = dict(parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True))
         else:
-            return html_reply(405, "Method not allowed", "Use GET.")
+            reply = html_reply(405, "Method not allowed", "Use GET.")
+            reply.headers.append(("Allow", "GET, POST"))
+            return reply
         return self.oauth.authorize(req.method, params)
 
 
@@ -133,6 +138,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header, on the sandbox's simulated clock (the rate-limit resets use it too,
+        so a client can tell the sandbox's time from it; RFC 9110 IMF-fixdate, whole seconds)."""
+        return formatdate(self.server.sandbox.clock.now() if timestamp is None else timestamp, usegmt=True)
+
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
@@ -160,6 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         head = [
             f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Unknown')}",
             "Server: ExactOnlineSandbox",
+            f"Date: {self.date_time_string()}",
         ]
         if reply.content_type:
             head.append(f"Content-Type: {reply.content_type}")
@@ -173,7 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
+    # MERGE is OData v2's update verb: routed like the others, so a resource that does not take it
+    # answers 405 with an OData error (the stdlib default for an unknown method is a bare 501).
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_MERGE = _serve
 
 
 class SandboxHandle:

@@ -234,8 +234,12 @@ class WebhookApi:
             return Reply(204)
         if req.method == "POST" and sub_id is None:
             return self._create(req, grant, division)
+        allow = "GET, POST" if sub_id is None else "GET, DELETE"
         raise ODataError(
-            405, f"The method {req.method} is not allowed here (subscriptions cannot be updated)."
+            405,
+            f"The requested resource does not support http method '{req.method}' "
+            "(webhook subscriptions cannot be updated).",
+            allow=allow,
         )
 
     def _get(self, division: int, sub_id: str | None) -> Reply:

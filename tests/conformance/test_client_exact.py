@@ -213,12 +213,6 @@ def test_client_recovers_from_a_rotation_by_another_worker_without_touching_the_
         assert statuses in ([200, 401, 200], [200, 200]), statuses
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client: with its clock 1.5 s ahead of Exact's, the rate governor retries a minutely 429 at "
-    "reset + 0.5 s on its own clock, i.e. 1 s BEFORE the reset Exact announced (a second 429), then "
-    "jumps to its next calendar minute; owner: client (shared/exact/rate.py)",
-)
 def test_client_never_retries_a_429_before_the_servers_reset_even_with_clock_skew(
     sandbox_factory: SandboxFactory, tmp_path: Path
 ) -> None:

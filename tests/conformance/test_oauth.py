@@ -88,13 +88,6 @@ def test_authorize_refuses_a_redirect_uri_that_is_not_exactly_the_registered_one
         assert "location" not in answer.headers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Row 'grants' says 'authorization code (and implicit)'; the sandbox refuses "
-    "response_type=token with error=unsupported_response_type. Harmless to our client (it never "
-    "uses the implicit grant); owner: sandbox (shared/sandbox/oauth.py) or document it as a "
-    "deliberate deviation",
-)
 def test_the_implicit_grant_exists(sandbox_factory: SandboxFactory) -> None:
     """Row "grants": authorization code (and implicit): ``response_type=token`` hands back a token."""
     with exact(start(sandbox_factory)) as driver:

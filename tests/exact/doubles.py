@@ -1,36 +1,12 @@
-"""Small injected parts for the client's unit tests: a manual clock and a counting token source.
+"""A counting token source for the client's unit tests (the clock is ``tests.doubles.clock``).
 
-These replace injected dependencies (the ``Clock`` and the ``TokenSource`` protocol), not our
-code: the client, governor and parsers under test run unchanged.
+It replaces an injected dependency (the ``TokenSource`` protocol), not our code: the client,
+governor and parsers under test run unchanged.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
-
-
-class ManualClock:
-    """Time that moves only when someone sleeps (or ``advance``s): waits cost no real time."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.t = start
-        self.slept: list[float] = []
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        with self._lock:
-            return self.t
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.slept.append(seconds)
-            if seconds > 0:
-                self.t += seconds
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.t += seconds
 
 
 @dataclass

@@ -22,7 +22,8 @@ from shared.exact.client import ExactClient, TraceEvent
 from shared.runtime import Runtime
 from shared.sandbox.server import SandboxHandle
 from shared.settings import Settings
-from tests.fixtures.sandbox import authorize_code, obtain_tokens
+from tests.fixtures.sandbox import obtain_tokens
+from tests.oauth.sandbox_support import consent as oauth_consent
 
 CONNECTION = "acme"
 
@@ -48,16 +49,8 @@ def sandbox_runtime(handle: SandboxHandle, home: Path, clock: Clock | None = Non
 
 
 def consent(runtime: Runtime, handle: SandboxHandle, connection: str = CONNECTION) -> None:
-    """A person's consent, minus the person: the real code exchange, adopted by the keeper."""
-    from shared.oauth.token_endpoint import TokenEndpoint
-
-    provider = runtime.providers.get("exact")
-    with httpx.Client(timeout=30) as http:
-        code = authorize_code(handle, http)
-    grant = TokenEndpoint(provider, http=runtime.oauth_http, clock=runtime.clock).exchange_code(
-        code, redirect_uri=handle.redirect_uri
-    )
-    runtime.keeper.adopt_consent(connection, "exact", grant)
+    """A person's consent, minus the person: the real code exchange, adopted by the runtime's keeper."""
+    oauth_consent(handle, runtime.keeper, runtime.clock, connection)
 
 
 def client_for(

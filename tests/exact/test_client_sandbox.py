@@ -377,6 +377,33 @@ def test_429_is_never_retried_before_its_reset(sandbox_factory: Factory, tmp_pat
     assert admin(handle, "GET", "counters")["rate_limited_429"] == 1
 
 
+@pytest.mark.parametrize("skew", [8.0, -8.0], ids=["ours-ahead", "ours-behind"])
+def test_a_skewed_clock_waits_for_exacts_reset_on_exacts_clock(
+    sandbox_factory: Factory, tmp_path: Path, skew: float
+) -> None:
+    """Our clock ``skew`` s off the sandbox's: the answers' ``Date`` tells the governor, so the call
+    after a spent minute goes at Exact's reset plus little (ahead: not before it, no 429; behind:
+    not ``skew`` seconds late, as waiting for the reset on our own clock would)."""
+    handle = sandbox_factory(divisions=(7002,), time_scale=30.0)
+    admin(handle, "POST", "limits", {"minutely": 2})
+    runtime = sandbox_runtime(handle, tmp_path)
+    consent(runtime, handle)
+    sim = handle.clock
+    admin(handle, "POST", "clock", {"to": (math.floor(sim.now() / 60) + 1) * 60 + 1})
+    spec = admin(handle, "GET", "clock")
+    ours = ScaledClock.from_spec({**spec, "offset": spec["offset"] + skew})
+    traces: list[TraceEvent] = []
+    client = client_for(handle, runtime.keeper, clock=ours, traces=traces, governor=RateGovernor(ours))
+    for _ in range(3):
+        client.get_page(7002, "sync/CRM/Accounts", select="ID", filter="Timestamp gt 1L")
+    assert [t.status for t in traces] == [200, 200, 200]
+    assert admin(handle, "GET", "counters")["rate_limited_429"] == 0
+    sent_on_exacts_clock = [t.sent_at - skew for t in traces]
+    reset = (math.floor(sent_on_exacts_clock[0] / 60) + 1) * 60
+    assert sent_on_exacts_clock[1] < reset <= sent_on_exacts_clock[2] < reset + 5
+    assert skew <= client.governor.clock_ahead() < skew + 5
+
+
 def test_daily_budget_is_reported_not_burned(sandbox: SandboxHandle, tmp_path: Path) -> None:
     admin(sandbox, "POST", "limits", {"daily": 10})
     runtime = sandbox_runtime(sandbox, tmp_path)
@@ -391,7 +418,10 @@ def test_daily_budget_is_reported_not_burned(sandbox: SandboxHandle, tmp_path: P
     assert made == 7  # 10 - reserve 3
     assert api_calls(sandbox, division, "sync/CRM/Accounts") == 7
     next_midnight = (math.floor(sandbox.clock.now() / 86400) + 1) * 86400
-    assert caught.value.reset_at == next_midnight
+    # Exact's midnight on our clock: plus the skew bound from the answers' Date (same clock here)
+    assert caught.value.reset_at is not None
+    assert next_midnight <= caught.value.reset_at < next_midnight + 1.5
+    assert caught.value.reset_at == pytest.approx(next_midnight + client.governor.clock_ahead(), abs=1e-6)
     assert caught.value.division == division
     # the reserve is there for incremental syncs
     client.get_page(division, "sync/CRM/Accounts", select="ID", filter="Timestamp gt 1L", daily_reserve=0)

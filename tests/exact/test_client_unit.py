@@ -26,7 +26,8 @@ from shared.exact.errors import (
     ExactTransportError,
     ExactUnauthorized,
 )
-from tests.exact.doubles import CountingTokens, ManualClock
+from tests.doubles.clock import ManualClock
+from tests.exact.doubles import CountingTokens
 
 BASE = "https://start.exactonline.nl"
 DIV = 4242

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
+from email.utils import formatdate
 
 import pytest
 
 from shared.clock import ScaledClock
 from shared.exact.errors import DailyBudgetExhausted, MinutelyBudgetSpent
 from shared.exact.rate import RateGovernor
-from tests.exact.doubles import ManualClock
+from tests.doubles.clock import ManualClock
 
 DIV = 101
 
@@ -254,12 +255,150 @@ def test_remaining_without_reset_waits_for_the_calendar_minute_once() -> None:
     assert clock.slept == [pytest.approx(minute_end + 0.25 - 1_700_000_010.0)]
 
 
-def test_429_with_a_reset_already_past_on_our_clock_waits_for_our_next_minute() -> None:
-    clock = ManualClock(1_700_000_061.0)
+def test_429_with_a_reset_already_past_on_our_clock_waits_for_that_reset_on_exacts_clock() -> None:
+    """A 429 for a window that looks over on our clock proves our clock ahead (by at least the send
+    time minus the reset): the retry waits for that reset plus the guard on Exact's clock, never
+    for our next calendar minute (which would throw away a whole minute of budget)."""
+    clock = ManualClock(1_700_000_061.0)  # Exact still counts the minute ending at ...040
     governor = RateGovernor(clock, guard=0.25)
     governor.acquire(DIV)
-    governor.record(DIV, headers(m_remaining=0, m_reset=1_700_000_040.0, d_remaining=None), 429)
+    sent = clock.now()
+    clock.advance(0.1)
+    governor.record(DIV, headers(m_remaining=0, m_reset=1_700_000_040.0, d_remaining=None), 429, sent_at=sent)
+    assert governor.clock_ahead() == pytest.approx(21.0)
+    assert governor.snapshot(DIV).minutely_reset_at == pytest.approx(1_700_000_040.0)  # not dropped
     governor.acquire(DIV)
-    assert clock.now() >= (1_700_000_061 // 60 + 1) * 60
-    governor.acquire(DIV)
+    assert clock.slept == [pytest.approx(1_700_000_040.0 + 21.0 + 0.5 - 1_700_000_061.1)]
+    governor.acquire(DIV)  # Exact's new minute: its full budget
     assert len(clock.slept) == 1
+
+
+class ExactClockServer(MinuteServer):
+    """The model server on Exact's own clock, ``skew`` seconds behind ours, with a ``Date`` header
+    (whole seconds, truncated, as servers send it) on every answer unless ``dates`` is off.
+
+    ``early`` counts calls that arrived before the reset of the 429 answered just before them."""
+
+    def __init__(self, ours: ManualClock, skew: float, *, dates: bool = True) -> None:
+        super().__init__(self)
+        self.ours = ours
+        self.skew = skew
+        self.dates = dates
+        self.early = 0
+        self.refused_until: float | None = None
+
+    def now(self) -> float:
+        return self.ours.now() - self.skew
+
+    def call(self) -> tuple[int, dict[str, str]]:
+        now = self.now()
+        if self.refused_until is not None and now < self.refused_until:
+            self.early += 1
+        status, answer = super().call()
+        if status == 429:
+            self.refused_until = int(answer["X-RateLimit-Minutely-Reset"]) / 1000
+        if self.dates:
+            answer["Date"] = formatdate(now, usegmt=True)
+        return status, answer
+
+
+def backfill(governor: RateGovernor, clock: ManualClock, server: ExactClockServer, calls: int) -> None:
+    """``calls`` requests, one at a time, each taking 0.35 s (Exact answers half-way through)."""
+    for _ in range(calls):
+        governor.acquire(DIV)
+        sent = clock.now()
+        clock.advance(0.15)
+        status, answer = server.call()
+        clock.advance(0.2)
+        governor.record(DIV, answer, status, sent_at=sent)
+
+
+def full_minutes(server: MinuteServer) -> list[int]:
+    return [
+        count
+        for minute, count in server.per_minute.items()
+        if minute not in (min(server.per_minute), max(server.per_minute))
+    ]
+
+
+@pytest.mark.parametrize("skew", [1.5, 7.25, 0.0, -3.0, -41.6])
+def test_with_date_headers_a_skewed_clock_earns_no_429_and_keeps_the_minute_busy(skew: float) -> None:
+    """Exact's ``Date`` bounds the skew from the first answer on: waits end at Exact's reset plus
+    the guard whether our clock runs ahead (no early call) or behind (no idle seconds)."""
+    clock = ManualClock(1_700_000_007.3)
+    server = ExactClockServer(clock, skew)
+    governor = RateGovernor(clock)
+    first = clock.now()
+    backfill(governor, clock, server, 400)
+    assert server.too_many == 0
+    assert server.early == 0
+    assert governor.stats(DIV).throttled == 0
+    assert skew <= governor.clock_ahead() <= skew + 1.0 + 0.35
+    minutes = full_minutes(server)
+    assert minutes and all(count == 60 for count in minutes)
+    assert 400 / ((clock.now() - first) / 60) >= 54  # >= 90 % of the ceiling
+    for slept in clock.slept:
+        assert slept < 60  # never a whole minute lost
+
+
+def test_without_date_headers_early_429s_teach_the_skew_and_never_cost_a_minute() -> None:
+    """No ``Date``: our clock 1.5 s ahead makes the first wait end before Exact's reset. Each such
+    429 proves more skew (and doubles the guard); the retries converge on Exact's reset within
+    the same minute, and later minutes earn no 429 at all."""
+    clock = ManualClock(1_700_000_007.3)
+    server = ExactClockServer(clock, 1.5, dates=False)
+    governor = RateGovernor(clock)
+    backfill(governor, clock, server, 400)
+    assert 1 <= server.too_many <= 2
+    first_refusal_minute = min(server.per_minute) + 1
+    assert all(count == 60 for count in full_minutes(server))
+    assert 0.5 <= governor.clock_ahead() <= 1.5  # a lower bound: the doubled guard covers the rest
+    assert server.per_minute[first_refusal_minute] == 60  # the refused minute still got its budget
+    assert governor.stats(DIV).throttled == server.too_many
+
+
+def test_a_clock_stepped_forward_costs_one_429_then_the_date_rebuilds_the_skew() -> None:
+    """NTP steps our clock 2.3 s forward mid-backfill: the skew learned before is now too small;
+    the one 429 it earns refutes it, that answer's ``Date`` gives the new bound, no more 429s."""
+    clock = ManualClock(1_700_000_007.3)
+    server = ExactClockServer(clock, 0.2)
+    governor = RateGovernor(clock)
+    backfill(governor, clock, server, 100)
+    assert server.too_many == 0
+    clock.advance(2.3)
+    server.skew += 2.3  # Exact's clock did not move
+    backfill(governor, clock, server, 300)
+    assert server.too_many <= 1
+    assert server.early == 0
+    assert 2.5 <= governor.clock_ahead() <= 2.5 + 1.35
+    assert all(count == 60 for count in full_minutes(server))
+
+
+def test_unparseable_date_headers_are_ignored() -> None:
+    clock = ManualClock()
+    governor = RateGovernor(clock)
+    for value in ("yesterday", "", "Mon, 99 Foo 2025 99:99:99 GMT"):
+        governor.observe({"Date": value})
+    assert governor.clock_ahead() == 0.0
+    governor.observe({"Date": formatdate(clock.now() - 4.6, usegmt=True)})
+    assert governor.clock_ahead() == pytest.approx(5.0)
+
+
+def test_the_daily_stop_reports_exacts_midnight_on_our_clock_and_rolls_over_then() -> None:
+    """A continuation scheduled for ``reset_at`` must find the new day here: with our clock 30 s
+    ahead, Exact's 00:00 UTC is 00:00:30 on ours, and the budget is not forgotten before it."""
+    midnight = 1_700_006_400.0
+    clock = ManualClock(midnight - 100)
+    server = ExactClockServer(clock, 30.0, dates=True)
+    server.daily = 3
+    governor = RateGovernor(clock)
+    backfill(governor, clock, server, 3)
+    with pytest.raises(DailyBudgetExhausted) as caught:
+        governor.acquire(DIV)
+    assert caught.value.reset_at is not None
+    assert midnight + 30 <= caught.value.reset_at <= midnight + 30 + 1.35
+    clock.t = midnight + 29.0  # our midnight has passed, Exact's has not
+    with pytest.raises(DailyBudgetExhausted):
+        governor.acquire(DIV)
+    clock.t = caught.value.reset_at
+    governor.acquire(DIV)

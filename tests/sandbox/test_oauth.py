@@ -101,6 +101,87 @@ def test_consent_page_when_auto_consent_is_off(sandbox_factory: Factory, http: h
     assert parse_qs(urlsplit(deny.headers["location"]).query)["error"] == ["access_denied"]
 
 
+def implicit_fragment(answer: httpx.Response, handle: SandboxHandle) -> dict[str, str]:
+    """The parameters of an implicit-grant redirect: in the fragment, none in the query."""
+    assert answer.status_code == 302
+    location = answer.headers["location"]
+    assert location.startswith(handle.redirect_uri + "#")
+    parts = urlsplit(location)
+    assert parts.query == ""
+    values = parse_qs(parts.fragment, keep_blank_values=True)
+    assert all(len(v) == 1 for v in values.values())
+    return {k: v[0] for k, v in values.items()}
+
+
+def test_the_implicit_grant_redirects_with_an_access_token_in_the_fragment(
+    sandbox: SandboxHandle, http: httpx.Client
+) -> None:
+    """Exact supports the implicit grant: ``response_type=token`` answers
+    ``redirect_uri#access_token=…&token_type=bearer&expires_in=600&state=…`` (RFC 6749 4.2.2),
+    no refresh token, and that token works on the REST API like any other, for 600 s."""
+    answer = http.get(
+        f"{sandbox.base_url}/api/oauth2/auth",
+        params=auth_params(sandbox, response_type="token", state="x y/1"),
+    )
+    fragment = implicit_fragment(answer, sandbox)
+    assert set(fragment) == {"access_token", "token_type", "expires_in", "state"}
+    assert fragment["token_type"] == "bearer"
+    assert fragment["expires_in"] == "600"
+    assert fragment["state"] == "x y/1"
+    assert answer.headers["cache-control"] == "no-store"
+    token = fragment["access_token"]
+    assert me_status(sandbox, http, token) == 200
+    divisions = http.get(
+        f"{sandbox.base_url}/api/v1/{sandbox.divisions[0]}/system/Divisions",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+    )
+    assert divisions.status_code == 200 and divisions.json()["d"]["results"]
+    counters = http.get(f"{sandbox.admin_url}/counters").json()
+    assert counters["token_calls"] == 0 and counters["codes_issued"] == 0  # no code, no token endpoint
+    chains = http.get(f"{sandbox.admin_url}/chains").json()["chains"]
+    assert [(c["grant"], c["refresh_expires_at"]) for c in chains] == [("implicit", None)]
+    advance(sandbox, http, 599)
+    assert me_status(sandbox, http, token) == 200
+    advance(sandbox, http, 1)
+    expired = http.get(
+        f"{sandbox.base_url}/api/v1/current/Me",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+    )
+    assert expired.status_code == 401
+    assert 'error_description="access%20token%20expired"' in expired.headers["www-authenticate"]
+
+
+def test_an_implicit_token_cannot_be_refreshed_and_dies_with_a_revocation(
+    sandbox: SandboxHandle, http: httpx.Client
+) -> None:
+    url = f"{sandbox.base_url}/api/oauth2/auth"
+    token = implicit_fragment(http.get(url, params=auth_params(sandbox, response_type="token")), sandbox)[
+        "access_token"
+    ]
+    for attempt in (token, ""):
+        refused = refresh(sandbox, http, attempt)
+        assert refused.status_code == 400, refused.text
+    assert me_status(sandbox, http, token) == 200
+    assert http.post(f"{sandbox.admin_url}/chains/revoke", json={"chain": None}).json() == {"revoked": 1}
+    assert me_status(sandbox, http, token) == 401
+
+
+def test_implicit_consent_page_denial_and_errors_answer_in_the_fragment(
+    sandbox_factory: Factory, http: httpx.Client
+) -> None:
+    handle = sandbox_factory(auto_consent=False)
+    url = f"{handle.base_url}/api/oauth2/auth"
+    params = auth_params(handle, response_type="token")
+    page = http.get(url, params=params)
+    assert page.status_code == 200 and 'name="response_type" value="token"' in page.text
+    approved = implicit_fragment(http.post(url, data={**params, "decision": "approve"}), handle)
+    assert approved["token_type"] == "bearer" and approved["state"] == "s-1"
+    denied = implicit_fragment(http.post(url, data={**params, "decision": "deny"}), handle)
+    assert denied == {"error": "access_denied", "state": "s-1"}
+    pkce = implicit_fragment(http.get(url, params={**params, "code_challenge": "abc"}), handle)
+    assert pkce["error"] == "invalid_request"
+
+
 def test_loopback_http_redirect_uri_is_accepted_with_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
     with start_sandbox(redirect_uri="http://127.0.0.1:9999/cb"):
         pass
@@ -366,12 +447,13 @@ def test_faults_reject_unknown_names_and_bad_values(sandbox: SandboxHandle, http
     assert http.get(f"{sandbox.admin_url}/faults").json()["token_5xx"] == 0
 
 
-def test_pkce_and_the_implicit_grant_are_refused(sandbox: SandboxHandle, http: httpx.Client) -> None:
+def test_pkce_and_unknown_response_types_are_refused(sandbox: SandboxHandle, http: httpx.Client) -> None:
     url = f"{sandbox.base_url}/api/oauth2/auth"
     pkce = http.get(url, params=auth_params(sandbox, code_challenge="abc", code_challenge_method="S256"))
     assert parse_qs(urlsplit(pkce.headers["location"]).query)["error"] == ["invalid_request"]
-    implicit = http.get(url, params=auth_params(sandbox, response_type="token"))
-    assert parse_qs(urlsplit(implicit.headers["location"]).query)["error"] == ["unsupported_response_type"]
+    for response_type in ("id_token", "code token", ""):
+        other = http.get(url, params=auth_params(sandbox, response_type=response_type))
+        assert parse_qs(urlsplit(other.headers["location"]).query)["error"] == ["unsupported_response_type"]
     code = authorize_code(sandbox, http)
     verifier = token_call(sandbox, http, grant_type="authorization_code", code=code, redirect_uri=sandbox.redirect_uri,
                           code_verifier="abc")  # fmt: skip
