@@ -83,7 +83,7 @@ def request_sync(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="webhooks/exact", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def exact_webhook(req: func.HttpRequest) -> func.HttpResponse:
     from shared.runtime import current
-    from shared.sync.http import receive_webhook
+    from shared.sync.webhook import receive_webhook
 
     return _response(receive_webhook(current(), _request(req)))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.errors import ConfigError
 from shared.settings import Settings
@@ -51,31 +51,34 @@ def blob_service_client(settings: Settings, **options: Any) -> BlobServiceClient
     """A ``BlobServiceClient``; ``options`` go to the SDK (retry and timeout settings)."""
     from azure.storage.blob import BlobServiceClient
 
-    if settings.storage_connection_string:
-        return BlobServiceClient.from_connection_string(settings.storage_connection_string, **options)
-    if settings.storage_blob_url:
-        return BlobServiceClient(
-            settings.storage_blob_url, credential=storage_credential(settings), **options
-        )
-    raise ConfigError(
-        "no blob storage configured: set AzureWebJobsStorage (connection string) or "
-        "AzureWebJobsStorage__blobServiceUri"
-    )
+    return _service_client(BlobServiceClient, settings, settings.storage_blob_url, "blob", options)
 
 
 def queue_service_client(settings: Settings, **options: Any) -> QueueServiceClient:
     """A ``QueueServiceClient``; ``options`` go to the SDK (e.g. ``message_encode_policy``)."""
     from azure.storage.queue import QueueServiceClient
 
+    return _service_client(QueueServiceClient, settings, settings.storage_queue_url, "queue", options)
+
+
+_Client = TypeVar("_Client", "BlobServiceClient", "QueueServiceClient")
+
+
+def _service_client(
+    client_type: type[_Client],
+    settings: Settings,
+    service_url: str | None,
+    kind: str,
+    options: dict[str, Any],
+) -> _Client:
+    """The connection string when there is one, else the service URL with the storage credential."""
     if settings.storage_connection_string:
-        return QueueServiceClient.from_connection_string(settings.storage_connection_string, **options)
-    if settings.storage_queue_url:
-        return QueueServiceClient(
-            settings.storage_queue_url, credential=storage_credential(settings), **options
-        )
+        return client_type.from_connection_string(settings.storage_connection_string, **options)
+    if service_url:
+        return client_type(service_url, credential=storage_credential(settings), **options)
     raise ConfigError(
-        "no queue storage configured: set AzureWebJobsStorage (connection string) or "
-        "AzureWebJobsStorage__queueServiceUri"
+        f"no {kind} storage configured: set AzureWebJobsStorage (connection string) or "
+        f"AzureWebJobsStorage__{kind}ServiceUri"
     )
 
 

@@ -87,3 +87,9 @@ class ScaledClock:
             scale=float(spec.get("scale", 1.0)),
             offset=float(spec.get("offset", 0.0)),
         )
+
+
+def clock_scale(clock: Clock) -> float:
+    """Clock seconds per real second: a ``ScaledClock``'s scale, 1 for real time. Waits that the
+    outside world counts in real seconds (queue visibility, polling) divide by it."""
+    return float(getattr(clock, "scale", 1.0) or 1.0)

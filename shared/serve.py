@@ -11,9 +11,9 @@ exactly once) and calls the user function, so what runs is the code Azure runs.
 Differences from the real host, on purpose: it listens on loopback only and checks no function
 keys (``AuthLevel.FUNCTION`` routes are open to whoever can reach 127.0.0.1).
 
-Extension point for the timers and the queue trigger: ``background_loops`` returns the loops the
-host runs beside the HTTP server (each a ``BackgroundLoop``: a name and a ``run(stop)`` that
-returns when ``stop`` is set). It returns none yet; the HTTP side is all this module does.
+Beside the HTTP server it runs ``background_loops``: the app's timers and its queue trigger, as
+``shared.sync.background`` emulates them (each a ``BackgroundLoop``: a name and a ``run(stop)``
+that returns when ``stop`` is set).
 """
 
 from __future__ import annotations
@@ -148,14 +148,11 @@ def http_routes(functions: Iterable[Any], prefix: str = DEFAULT_ROUTE_PREFIX) ->
 
 
 def background_loops(runtime: Runtime, functions: Sequence[Any]) -> list[BackgroundLoop]:
-    """Loops run beside the HTTP routes. Extension point: the timers (``rotate_tokens``,
-    ``schedule_syncs``) and the queue trigger (``load_step``) are added here by their area."""
-    loops: list[BackgroundLoop] = []
-    # Loads area: every timer trigger on its schedule, the queue trigger on the load queue.
+    """Loops run beside the HTTP routes: every timer trigger (``rotate_tokens``,
+    ``schedule_syncs``) on its schedule, the queue trigger (``load_step``) on the load queue."""
     from shared.sync.background import loops_for
 
-    loops.extend(loops_for(runtime, functions))
-    return loops
+    return list(loops_for(runtime, functions))
 
 
 # --- the server --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
@@ -137,19 +138,19 @@ SETTINGS: tuple[SettingSpec, ...] = (
     ),
 )
 
-_NAMES = frozenset(spec.name for spec in SETTINGS)
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in {"127.0.0.1", "localhost", "::1"}
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` points at this machine (where plain http and the local defaults are fine)."""
+    return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
 
 
 def _https_or_loopback(name: str, url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         raise ConfigError(f"{name} must be an absolute http(s) URL, got {url!r}")
-    if parts.scheme == "http" and not _is_loopback(url):
+    if parts.scheme == "http" and not is_loopback(url):
         raise ConfigError(f"{name} must use https (http only for 127.0.0.1/localhost), got {url!r}")
     return url.rstrip("/")
 
@@ -211,7 +212,7 @@ class Settings:
 
     @property
     def is_local_sandbox(self) -> bool:
-        return _is_loopback(self.exact_base_url)
+        return is_loopback(self.exact_base_url)
 
     @property
     def uses_key_vault(self) -> bool:
@@ -241,7 +242,7 @@ class Settings:
         base_url = _https_or_loopback(
             "EXACT_BASE_URL", env.get("EXACT_BASE_URL", "").strip() or DEFAULT_BASE_URL
         )
-        local = _is_loopback(base_url)
+        local = is_loopback(base_url)
 
         def credential(name: str, local_default: str) -> str:
             value = env.get(name, "").strip()
@@ -324,20 +325,25 @@ def _named_secrets(env: Mapping[str, str], providers_json: str | None) -> tuple[
     """Read the settings OAUTH_PROVIDERS names as client secrets (validated in shared.oauth.providers)."""
     if not providers_json:
         return ()
-    import json
-
-    try:
-        data = json.loads(providers_json)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"OAUTH_PROVIDERS is not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(data, dict):
-        raise ConfigError("OAUTH_PROVIDERS must be a JSON object mapping provider names to their fields")
     found: list[tuple[str, str]] = []
-    for spec in data.values():
+    for spec in oauth_providers_object(providers_json).values():
         name = spec.get("client_secret_setting") if isinstance(spec, dict) else None
         if isinstance(name, str) and env.get(name, "").strip():
             found.append((name, env[name].strip()))
     return tuple(found)
+
+
+def oauth_providers_object(raw: str) -> dict[str, Any]:
+    """``OAUTH_PROVIDERS`` decoded: a JSON object (its fields are checked in shared.oauth.providers)."""
+    import json
+
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"OAUTH_PROVIDERS is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("OAUTH_PROVIDERS must be a JSON object mapping provider names to their fields")
+    return data
 
 
 def secret_values(settings: Settings) -> tuple[str, ...]:

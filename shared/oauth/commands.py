@@ -87,7 +87,7 @@ def run_authorize(args: argparse.Namespace) -> int:
     from shared.runtime import current
 
     runtime = current()
-    _trace(runtime, args)
+    attach_trace(runtime, args)
     if args.redirected_url:
         done = finish_copied_url(runtime, args.redirected_url, connection=args.connection)
         _print_done(done)
@@ -95,7 +95,7 @@ def run_authorize(args: argparse.Namespace) -> int:
     return _start_and_wait(runtime, args)
 
 
-def _trace(runtime: Runtime, args: argparse.Namespace) -> None:
+def attach_trace(runtime: Runtime, args: argparse.Namespace) -> None:
     """``--trace``: the runtime's OAuth HTTP client prints every exchange to stderr, redacted."""
     if getattr(args, "trace", False):
         from shared.oauth.trace import attach
@@ -389,7 +389,7 @@ def run_status(args: argparse.Namespace) -> int:
     from shared.runtime import current
 
     runtime = current()
-    _trace(runtime, args)
+    attach_trace(runtime, args)
     keeper = runtime.keeper
     views: list[dict[str, Any]]
     if args.connection is not None:
@@ -475,7 +475,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from shared.serve import host_for
 
     runtime = current()
-    _trace(runtime, args)
+    attach_trace(runtime, args)
     host = host_for(runtime, port=args.port)
     try:
         host.bind()

@@ -14,7 +14,6 @@ code, a token or a secret (provider descriptions pass through the redactor).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -24,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from shared.errors import ConfigError, ExactSyncError
-from shared.oauth.state import Channel, ConsentState, IssuedState, StateError, StateProblem, StateSigner
+from shared.oauth.state import (
+    Channel,
+    ConsentState,
+    IssuedState,
+    StateError,
+    StateProblem,
+    StateSigner,
+    b64url,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -172,8 +179,8 @@ def validate_connection(name: str | None) -> str:
 
 
 def pkce_challenge(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    """The S256 code challenge of a PKCE verifier (RFC 7636)."""
+    return b64url(hashlib.sha256(verifier.encode("ascii")).digest())
 
 
 def begin(

@@ -45,6 +45,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.clock import Clock
+from shared.locks.base import ConnectionLock
 from shared.oauth.errors import (
     LockLost,
     LockTimeout,
@@ -62,8 +63,6 @@ from shared.oauth.redact import get_logger
 from shared.tokens import TokenRecord, TokenStatus
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     from shared.oauth.alerts import Alerts
     from shared.oauth.token_endpoint import TokenGrant
     from shared.stores.base import TokenStore
@@ -75,10 +74,6 @@ MAX_ERROR_LENGTH = 500
 
 class RefreshingEndpoint(Protocol):
     def refresh(self, refresh_token: str) -> TokenGrant: ...
-
-
-class ConnectionLock(Protocol):
-    def hold(self, connection: str, *, timeout: float) -> AbstractContextManager[None]: ...
 
 
 EndpointFactory = Callable[[Provider], RefreshingEndpoint]
@@ -172,12 +167,7 @@ class TokenKeeper:
             cached = self._cache.get(connection)
             if cached is not None and self._usable(cached, now, min_validity):
                 return cached.access_token
-            record = self._load(connection)
-            if record is None:
-                raise NeedsReauth(connection, "no tokens are stored for it (no consent yet)")
-            if record.status is TokenStatus.NEEDS_REAUTH:
-                self._cache.pop(connection, None)
-                raise NeedsReauth(connection, record.last_error)
+            record = self._live(connection, self._load(connection))
             if self._usable(record, now, min_validity):
                 self._cache[connection] = record
                 return record.access_token
@@ -322,12 +312,7 @@ class TokenKeeper:
         """Runs with the lock held: re-read, then refresh only if every gate lets us."""
         serving = keepalive_age is None
         self._flush_pending(connection)
-        record = self._pending.get(connection) or self._load(connection)
-        if record is None:
-            raise NeedsReauth(connection, "no tokens are stored for it (no consent yet)")
-        if record.status is TokenStatus.NEEDS_REAUTH:
-            self._cache.pop(connection, None)
-            raise NeedsReauth(connection, record.last_error)
+        record = self._live(connection, self._pending.get(connection) or self._load(connection))
         provider = self._providers.get(record.provider)
         now = self._clock.now()
         early = (
@@ -571,6 +556,15 @@ class TokenKeeper:
                 )
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _live(self, connection: str, record: TokenRecord | None) -> TokenRecord:
+        """``record``, unless there is no chain to use: then ``NeedsReauth`` (nobody is called)."""
+        if record is None:
+            raise NeedsReauth(connection, "no tokens are stored for it (no consent yet)")
+        if record.status is TokenStatus.NEEDS_REAUTH:
+            self._cache.pop(connection, None)
+            raise NeedsReauth(connection, record.last_error)
+        return record
 
     @contextmanager
     def _guard(self, connection: str) -> Iterator[None]:

@@ -27,14 +27,13 @@ reference in Azure) whose value the settings layer reads.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from shared.errors import ConfigError
-from shared.settings import Settings
+from shared.settings import Settings, is_loopback, oauth_providers_object
 
 ClientAuth = Literal["form", "basic"]
 
@@ -215,12 +214,7 @@ def parse_provider_config(raw: str | None) -> dict[str, dict[str, Any]]:
     """The ``OAUTH_PROVIDERS`` JSON as ``{name: fields}``; ConfigError naming what is wrong."""
     if not raw or not raw.strip():
         return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{_SETTING} is not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{_SETTING} must be a JSON object mapping provider names to their fields")
+    data = oauth_providers_object(raw)
     for name, spec in data.items():
         if not isinstance(spec, dict):
             raise ConfigError(f"{_SETTING}.{name} must be a JSON object")
@@ -252,9 +246,8 @@ def _provider_from_spec(
 
     def url(key: str, default: str | None = None) -> str:
         value = text(key, default)
-        parts = urlsplit(value)
-        loopback = (parts.hostname or "") in {"127.0.0.1", "localhost", "::1"}
-        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        scheme = urlsplit(value).scheme
+        if scheme != "https" and not (scheme == "http" and is_loopback(value)):
             raise ConfigError(f"{where}.{key} must be an https URL (http only for loopback), got {value!r}")
         return value
 

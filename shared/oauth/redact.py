@@ -40,6 +40,8 @@ SECRET_FIELDS = (
     "webhook_secret",
     "hashcode",
 )
+#: ``SECRET_FIELDS`` as compared: field names match case-insensitively.
+SECRET_FIELD_NAMES = frozenset(name.lower() for name in SECRET_FIELDS)
 SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-functions-key", "x-ms-authorization"}
 )
@@ -126,11 +128,15 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> li
     return shown
 
 
-def redact_form(fields: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+def redact_form(
+    fields: Mapping[str, str] | Iterable[tuple[str, str]], redactor: Redactor | None = None
+) -> list[tuple[str, str]]:
     """Form or query fields with secret fields masked (the token request as a person may see it)."""
     pairs = fields.items() if isinstance(fields, Mapping) else fields
-    secret_names = {f.lower() for f in SECRET_FIELDS}
-    return [(name, MASK if name.lower() in secret_names else DEFAULT.redact(value)) for name, value in pairs]
+    shown = redactor or DEFAULT
+    return [
+        (name, MASK if name.lower() in SECRET_FIELD_NAMES else shown.redact(value)) for name, value in pairs
+    ]
 
 
 class RedactingFilter(logging.Filter):

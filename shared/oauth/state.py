@@ -101,7 +101,8 @@ class IssuedState:
     state: ConsentState
 
 
-def _b64(data: bytes) -> str:
+def b64url(data: bytes) -> str:
+    """Base64url without padding (RFC 4648 §5, as JWTs and PKCE use it)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
@@ -110,7 +111,7 @@ def _unb64(text: str) -> bytes:
 
 
 def binding_hash(binding: str) -> str:
-    return _b64(hashlib.sha256(binding.encode("utf-8")).digest())
+    return b64url(hashlib.sha256(binding.encode("utf-8")).digest())
 
 
 def cookie_name(nonce: str) -> str:
@@ -171,13 +172,13 @@ class StateSigner:
             "h": state.channel.value,
             "k": 1 if state.pkce else 0,
         }
-        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+        body = b64url(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
         return IssuedState(token=f"{_VERSION}.{body}.{self._sign(body)}", binding=binding, state=state)
 
     def pkce_verifier(self, binding: str) -> str:
         """The PKCE code verifier for a flow: derived from its binding, so it is stored nowhere
         and never appears in a URL (43 characters of base64url, as RFC 7636 allows)."""
-        return _b64(hmac.new(self._key, b"pkce\x00" + binding.encode("utf-8"), hashlib.sha256).digest())
+        return b64url(hmac.new(self._key, b"pkce\x00" + binding.encode("utf-8"), hashlib.sha256).digest())
 
     # --- check -----------------------------------------------------------------------------
 
@@ -226,7 +227,7 @@ class StateSigner:
 
     def _sign(self, body: str) -> str:
         mac = hmac.new(self._key, f"{_VERSION}.{body}".encode("ascii"), hashlib.sha256)
-        return _b64(mac.digest())
+        return b64url(mac.digest())
 
 
 def check_binding(state: ConsentState, binding: str | None) -> None:

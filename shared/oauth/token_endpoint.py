@@ -216,7 +216,7 @@ class TokenEndpoint:
             raise TooEarlyToRefresh(message, **details)
         if status == 429:
             raise TokenEndpointUnavailable(message + " (rate limited)", **details)
-        if grant == "refresh_token" and _chain_dead(status, error, lowered):
+        if grant == "refresh_token" and _chain_dead(error, lowered):
             raise RefreshTokenDead(message, **details)
         if grant == "authorization_code" and _code_rejected(error, lowered):
             raise AuthorizationCodeRejected(message, **details)
@@ -319,7 +319,7 @@ def _suffix(body: Mapping[str, Any] | None, secrets: tuple[str | None, ...]) -> 
     return ""
 
 
-def _chain_dead(status: int, error: str | None, description: str) -> bool:
+def _chain_dead(error: str | None, description: str) -> bool:
     if "old refresh token" in description:
         return True
     if error == "invalid_grant":

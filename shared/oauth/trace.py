@@ -20,14 +20,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from shared.oauth.redact import DEFAULT, MASK, SECRET_FIELDS, Redactor, redact_headers
+from shared.oauth.redact import DEFAULT, MASK, SECRET_FIELD_NAMES, Redactor, redact_form, redact_headers
 
 if TYPE_CHECKING:
     import httpx
 
 #: longest body excerpt printed for a non-JSON, non-form body
 MAX_BODY = 2000
-_SECRET_NAMES = frozenset(name.lower() for name in SECRET_FIELDS)
 _FORM = "application/x-www-form-urlencoded"
 
 
@@ -72,7 +71,7 @@ class TracePrinter:
         """The URL with secret query parameters masked (and known values masked anywhere)."""
         parts = urlsplit(url)
         if parts.query:
-            pairs = [(k, MASK if k.lower() in _SECRET_NAMES else v) for k, v in _pairs(parts.query)]
+            pairs = [(k, MASK if k.lower() in SECRET_FIELD_NAMES else v) for k, v in _pairs(parts.query)]
             url = urlunsplit(parts._replace(query=urlencode(pairs, safe="[]")))
         return self._redactor.redact(url)
 
@@ -85,10 +84,7 @@ class TracePrinter:
         kind = content_type.split(";", maxsplit=1)[0].strip().lower()
         text = body.decode("utf-8", errors="replace")
         if kind == _FORM:
-            return [
-                f"    form {name}={MASK if name.lower() in _SECRET_NAMES else self._redactor.redact(value)}"
-                for name, value in _pairs(text)
-            ]
+            return [f"    form {name}={value}" for name, value in redact_form(_pairs(text), self._redactor)]
         if kind.endswith("json") or text.lstrip().startswith(("{", "[")):
             try:
                 data = json.loads(text)
@@ -122,7 +118,9 @@ def _mask_json(data: Any) -> Any:
     if isinstance(data, dict):
         return {
             key: (
-                MASK if str(key).lower() in _SECRET_NAMES and value not in (None, "") else _mask_json(value)
+                MASK
+                if str(key).lower() in SECRET_FIELD_NAMES and value not in (None, "")
+                else _mask_json(value)
             )
             for key, value in data.items()
         }
@@ -143,10 +141,3 @@ def attach(client: httpx.Client, stream: TextIO | None = None) -> TracePrinter:
         hooks[name].extend(added)
     client.event_hooks = hooks
     return printer
-
-
-def traced_client(stream: TextIO | None = None, **options: Any) -> httpx.Client:
-    """A new ``httpx.Client`` that prints its exchanges."""
-    import httpx
-
-    return httpx.Client(event_hooks=TracePrinter(stream).event_hooks(), **options)

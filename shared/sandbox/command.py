@@ -17,6 +17,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.cli_args import positive_float
 from shared.errors import ExactSyncError
 
 
@@ -41,16 +42,6 @@ def _rows(text: str) -> tuple[str, int]:
     return name.strip(), int(value)
 
 
-def _scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--time-scale takes a positive number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"--time-scale must be positive, got {text!r}")
-    return value
-
-
 def add_parsers(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "sandbox",
@@ -66,7 +57,7 @@ def add_parsers(subparsers: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated data set (default 1)")
     parser.add_argument(
-        "--time-scale", type=_scale, default=1.0, help="simulated seconds per real second (default 1)"
+        "--time-scale", type=positive_float, default=1.0, help="simulated seconds per real second (default 1)"
     )
     parser.add_argument("--rows", type=_rows, action="append", default=[], metavar="ENTITY=N",
                         help="rows per division for an entity, repeatable (e.g. TransactionLines=1000000)")  # fmt: skip
@@ -80,11 +71,11 @@ def add_parsers(subparsers: Any) -> None:
 
 def _registration(env: dict[str, str]) -> tuple[Any, int | None]:
     """The app registration from the client's own settings, plus EXACT_BASE_URL's port if loopback."""
-    from shared.settings import Settings
+    from shared.settings import Settings, is_loopback
 
     base = env.get("EXACT_BASE_URL", "").strip()
     parts = urlsplit(base) if base else None
-    loopback = parts is not None and (parts.hostname or "") in {"127.0.0.1", "localhost", "::1"}
+    loopback = parts is not None and is_loopback(base)
     if not loopback:
         # read the credentials as a local client would: unset ones take the local defaults
         env = {**env, "EXACT_BASE_URL": "http://127.0.0.1"}

@@ -61,9 +61,6 @@ class Table:
 
     # --- reading -----------------------------------------------------------------------------------
 
-    def base_timestamp(self, index: int) -> int:
-        return self.block_start + 3 * index + self.universe.base_info(self.name, index)[0]
-
     def live(self, index: int) -> bool:
         return 0 <= index < self.count and index not in self.deleted
 

@@ -29,17 +29,13 @@ def wall_ms(utc_seconds: float) -> int:
     return int((utc_seconds + _offset_seconds(int(utc_seconds // 3600))) * 1000)
 
 
-def day_ms(epoch_day: int) -> int:
-    """A date-only value (midnight, local): the wall-clock date's midnight read as UTC."""
-    return epoch_day * 86_400_000
-
-
 def date_text(ms: int) -> str:
     """The JSON form Exact sends: ``/Date(ms)/``. Rows hold dates in this form, ready to render."""
     return f"/Date({ms})/"
 
 
 def day_text(epoch_day: int) -> str:
+    """A date-only value (midnight, local): the wall-clock date's midnight read as UTC."""
     return f"/Date({epoch_day * 86_400_000})/"
 
 

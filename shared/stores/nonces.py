@@ -56,21 +56,44 @@ def _key(nonce: str) -> str:
     return hashlib.sha256(nonce.encode("utf-8")).hexdigest()
 
 
-class _Pruner:
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._next = 0.0
-        self._guard = threading.Lock()
+class _ClaimStore:
+    """The rules both stores share: an expired nonce is refused unrecorded, expired entries are
+    pruned at most once per ``prune_interval``, and ``_record`` makes the claim atomic."""
 
-    def due(self, now: float) -> bool:
-        with self._guard:
-            if now < self._next:
+    def __init__(self, *, clock: Clock | None, prune_interval: float) -> None:
+        self._clock = clock or SystemClock()
+        self._prune_interval = prune_interval
+        self._next_prune = 0.0
+        self._prune_guard = threading.Lock()
+
+    def claim(self, nonce: str, expires_at: float) -> bool:
+        now = self._clock.now()
+        if expires_at <= now:
+            return False
+        if self._prune_due(now):
+            self.prune(now)
+        return self._record(_key(nonce), expires_at)
+
+    def prune(self, now: float | None = None) -> int:
+        """Remove nonces whose expiry has passed; returns how many."""
+        return self._prune(self._clock.now() if now is None else now)
+
+    def _prune_due(self, now: float) -> bool:
+        with self._prune_guard:
+            if now < self._next_prune:
                 return False
-            self._next = now + self.interval
+            self._next_prune = now + self._prune_interval
             return True
 
+    def _record(self, key: str, expires_at: float) -> bool:
+        """Record ``key`` unless it exists: True exactly once per key."""
+        raise NotImplementedError
 
-class FileNonceStore:
+    def _prune(self, now: float) -> int:
+        raise NotImplementedError
+
+
+class FileNonceStore(_ClaimStore):
     """Nonces as files ``<directory>/<sha256(nonce)>`` holding their expiry (also their mtime, so
     pruning can skip live entries by ``stat`` alone)."""
 
@@ -81,17 +104,11 @@ class FileNonceStore:
         clock: Clock | None = None,
         prune_interval: float = DEFAULT_PRUNE_INTERVAL,
     ) -> None:
+        super().__init__(clock=clock, prune_interval=prune_interval)
         self.directory = Path(directory)
-        self._clock = clock or SystemClock()
-        self._pruner = _Pruner(prune_interval)
 
-    def claim(self, nonce: str, expires_at: float) -> bool:
-        now = self._clock.now()
-        if expires_at <= now:
-            return False
-        if self._pruner.due(now):
-            self.prune(now)
-        path = self.directory / _key(nonce)
+    def _record(self, key: str, expires_at: float) -> bool:
+        path = self.directory / key
         try:
             ensure_private_directory(self.directory)
             # Write the complete entry (expiry as content and as mtime) under a private name, then
@@ -114,9 +131,7 @@ class FileNonceStore:
             raise NonceStoreError(f"cannot record a nonce in {self.directory}: {exc.strerror}") from None
         return True
 
-    def prune(self, now: float | None = None) -> int:
-        """Remove nonces whose expiry has passed; returns how many."""
-        now = self._clock.now() if now is None else now
+    def _prune(self, now: float) -> int:
         removed = 0
         try:
             entries = list(os.scandir(self.directory))
@@ -150,7 +165,7 @@ def _read_expiry(path: Path) -> float | None:
         return None
 
 
-class BlobNonceStore:
+class BlobNonceStore(_ClaimStore):
     """Nonces as blobs ``nonces/<sha256(nonce)>`` with the expiry in their metadata.
 
     The upload uses ``overwrite=False`` (``If-None-Match: *``): the service lets exactly one
@@ -166,19 +181,13 @@ class BlobNonceStore:
         clock: Clock | None = None,
         prune_interval: float = DEFAULT_PRUNE_INTERVAL,
     ) -> None:
+        super().__init__(clock=clock, prune_interval=prune_interval)
         self.container = container
-        self._clock = clock or SystemClock()
-        self._pruner = _Pruner(prune_interval)
 
-    def claim(self, nonce: str, expires_at: float) -> bool:
+    def _record(self, key: str, expires_at: float) -> bool:
         from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
-        now = self._clock.now()
-        if expires_at <= now:
-            return False
-        if self._pruner.due(now):
-            self.prune(now)
-        name = NONCE_PREFIX + _key(nonce)
+        name = NONCE_PREFIX + key
         metadata = {"expires_at": repr(float(expires_at))}
         try:
             try:
@@ -193,11 +202,10 @@ class BlobNonceStore:
             raise NonceStoreError(f"cannot record a nonce in blob storage ({type(exc).__name__})") from None
         return True
 
-    def prune(self, now: float | None = None) -> int:
-        """Delete nonce blobs whose expiry has passed; returns how many. Failures only log."""
+    def _prune(self, now: float) -> int:
+        """Failures only log: a nonce left behind is pruned by a later run."""
         from azure.core.exceptions import AzureError
 
-        now = self._clock.now() if now is None else now
         removed = 0
         try:
             for blob in self.container.list_blobs(name_starts_with=NONCE_PREFIX, include=["metadata"]):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from shared.clock import clock_scale
 from shared.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("exactsync.serve.loops")
 
-#: host.json's extensions.queues.visibilityTimeout: a failed message comes back this much later
-RETRY_VISIBILITY = 30.0
 #: how often an idle queue loop polls (host.json's maxPollingInterval is 5 s; locally faster)
 POLL_SECONDS = 1.0
 
@@ -159,7 +158,7 @@ class TimerLoop:
         while not stop.is_set():
             wait = due - clock.now()
             if wait > 0:
-                stop.wait(min(wait / float(getattr(clock, "scale", 1.0) or 1.0), POLL_SECONDS))
+                stop.wait(min(wait / clock_scale(clock), POLL_SECONDS))
                 continue
             past_due = clock.now() - due > 60
             try:
@@ -209,7 +208,10 @@ class QueueLoop:
     def _work(self, stop: threading.Event) -> None:
         from azure.functions.queue import QueueMessage
 
-        lease = float(self.runtime.settings.step_time_budget_seconds) + 120.0
+        from shared.sync.loader import step_lease
+        from shared.sync.queues import RETRY_VISIBILITY_SECONDS
+
+        lease = step_lease(self.runtime.settings)
         while not stop.is_set():
             try:
                 delivery = self.queue.receive(visibility_timeout=lease)
@@ -227,7 +229,7 @@ class QueueLoop:
                 self.function(message)
             except Exception:
                 log.exception("load step failed (delivery %d); it comes back later", delivery.dequeue_count)
-                self.queue.abandon(delivery, visibility_timeout=RETRY_VISIBILITY)
+                self.queue.abandon(delivery, visibility_timeout=RETRY_VISIBILITY_SECONDS)
                 with self._count_lock:
                     self.failed += 1
                 continue

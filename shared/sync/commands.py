@@ -11,15 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+from shared.cli_args import positive_int
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -35,7 +27,7 @@ def add_parsers(subparsers: Any) -> None:
     )
     sync.add_argument("--connection", action="append", default=None, help="only this connection (repeatable)")
     sync.add_argument(
-        "--division", action="append", type=_positive, default=None, help="only this division (repeatable)"
+        "--division", action="append", type=positive_int, default=None, help="only this division (repeatable)"
     )
     sync.add_argument(
         "--entity", action="append", default=None, help="only this entity, e.g. Accounts (repeatable)"
@@ -44,7 +36,7 @@ def add_parsers(subparsers: Any) -> None:
         "--full", action="store_true", help="re-read everything instead of the changes since the last sync"
     )
     sync.add_argument(
-        "--workers", type=_positive, default=None, help="worker processes (default: one per division)"
+        "--workers", type=positive_int, default=None, help="worker processes (default: one per division)"
     )
     sync.add_argument(
         "--resume",
@@ -64,7 +56,7 @@ def add_parsers(subparsers: Any) -> None:
     )
     demo.add_argument("--home", type=Path, default=None, help="demo state folder (default .exactsync/demo)")
     demo.add_argument(
-        "--workers", type=_positive, default=None, help="worker processes (default: one per division)"
+        "--workers", type=positive_int, default=None, help="worker processes (default: one per division)"
     )
     demo.set_defaults(handler=run_demo_command)
 
@@ -78,14 +70,12 @@ def add_parsers(subparsers: Any) -> None:
 
 
 def run_sync_command(args: argparse.Namespace) -> int:
+    from shared.oauth.commands import attach_trace
     from shared.runtime import current
     from shared.sync.runner import resume_sync, run_sync
 
     runtime = current()
-    if getattr(args, "trace", False):  # token refreshes during the sync print, redacted
-        from shared.oauth.trace import attach
-
-        attach(runtime.oauth_http)
+    attach_trace(runtime, args)  # token refreshes during the sync print, redacted
     if args.resume:
         resumed = resume_sync(runtime, workers=args.workers)
         print(resumed.render())

@@ -104,16 +104,19 @@ def demo_runtime(sandbox: SandboxHandle, home: Path) -> Runtime:
     return Runtime(settings=settings, clock=sandbox.clock)
 
 
+def warehouse_rows(runtime: Runtime, division: int, entity: Entity) -> dict[Any, dict[str, Any]]:
+    """The warehouse's live rows of an entity, by key."""
+    return {row[entity.key]: row for row in runtime.warehouse.read_rows(entity, division)}
+
+
 def snapshot(
     runtime: Runtime, divisions: Iterable[int], entities: Iterable[Entity]
 ) -> dict[Any, dict[Any, Any]]:
-    out: dict[Any, dict[Any, Any]] = {}
-    for entity in entities:
-        for division in divisions:
-            out[(entity.name, division)] = {
-                row[entity.key]: row for row in runtime.warehouse.read_rows(entity, division)
-            }
-    return out
+    return {
+        (entity.name, division): warehouse_rows(runtime, division, entity)
+        for entity in entities
+        for division in divisions
+    }
 
 
 def sandbox_rows(
@@ -162,7 +165,7 @@ def compare(
     for entity in entities:
         for division in divisions:
             want = sandbox_rows(sandbox, division, entity, current)
-            have = {row[entity.key]: row for row in runtime.warehouse.read_rows(entity, division)}
+            have = warehouse_rows(runtime, division, entity)
             missing = want.keys() - have.keys()
             extra = have.keys() - want.keys()
             differ = [k for k in want.keys() & have.keys() if want[k] != have[k]]

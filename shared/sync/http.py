@@ -1,4 +1,4 @@
-"""HTTP services of the load area: ``POST /api/sync`` and ``POST /api/webhooks/exact``.
+"""The HTTP service ``POST /api/sync`` (``POST /api/webhooks/exact`` is ``shared.sync.webhook``).
 
 ``request_sync`` only plans and enqueues (an HTTP answer must come within 230 s; a sync can
 take days): it answers 202 with the run id and the number of steps, and the queue trigger does
@@ -96,9 +96,7 @@ def request_sync(runtime: Runtime, req: WebRequest) -> WebResponse:
             entities=options["entities"],
             mode="full" if options["full"] else "incremental",
         )
-    except BadRequest as exc:
-        return WebResponse.json({"error": str(exc)}, 400)
-    except ConfigError as exc:
+    except (BadRequest, ConfigError) as exc:
         return WebResponse.json({"error": str(exc)}, 400)
     enqueue(runtime, planned)
     answer = planned.summary()
@@ -106,9 +104,3 @@ def request_sync(runtime: Runtime, req: WebRequest) -> WebResponse:
         answer["error"] = "nothing to sync: no consented connection matches (see skipped)"
         return WebResponse.json(answer, 409)
     return WebResponse.json(answer, 202)
-
-
-def receive_webhook(runtime: Runtime, req: WebRequest) -> WebResponse:
-    from shared.sync.webhook import receive_webhook as receive
-
-    return receive(runtime, req)

@@ -38,14 +38,15 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared.clock import Clock
 from shared.exact.catalog import CATALOG, DELETED, Entity
 from shared.exact.catalog import entity as catalog_entity
+from shared.locks.base import ConnectionLock, LockTimeout
 from shared.sync.budget import BackfillPause, reserve_for, resume_time
 from shared.sync.messages import (
     DELETED_ENTITY,
@@ -77,10 +78,6 @@ COALESCE_MARGIN_SECONDS = 5.0
 Outcome = Literal["done", "continued", "paused", "busy", "current", "rejected", "failed"]
 
 
-class StepLock(Protocol):
-    def hold(self, connection: str, *, timeout: float) -> AbstractContextManager[None]: ...
-
-
 @dataclass(frozen=True)
 class PageEvent:
     """One committed page, for progress displays."""
@@ -94,12 +91,10 @@ class PageEvent:
     at: float
 
 
-@dataclass
-class StepReport:
-    """What one step did; summed by the local runner, logged by the trigger."""
+@dataclass(kw_only=True)
+class StepCounts:
+    """What steps count: one step's in a ``StepReport``, summed by the local runner."""
 
-    step: LoadStep | None
-    outcome: Outcome
     rows: int = 0
     upserted: int = 0
     deleted: int = 0
@@ -109,6 +104,18 @@ class StepReport:
     rate_waits: int = 0
     rate_wait_seconds: float = 0.0
     throttled: int = 0
+
+    def add_counts(self, other: StepCounts) -> None:
+        for counter in fields(StepCounts):
+            setattr(self, counter.name, getattr(self, counter.name) + getattr(other, counter.name))
+
+
+@dataclass
+class StepReport(StepCounts):
+    """What one step did; summed by the local runner, logged by the trigger."""
+
+    step: LoadStep | None
+    outcome: Outcome
     #: seconds the continuation waits for the minutely reset (a rate-limit hand-over)
     handover_wait: float = 0.0
     #: when the continuation (or the re-enqueued step) becomes visible, clock seconds
@@ -134,7 +141,7 @@ class LoadContext:
     clock: Clock
     warehouse: Warehouse
     queue: Queue
-    lock: StepLock
+    lock: ConnectionLock
     clients: Callable[[str], ExactClient]
     on_page: Callable[[PageEvent], None] | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -162,6 +169,12 @@ def step_lock_name(connection: str, division: int, entity: str) -> str:
     (lowercase, digits, '-', at most 40): readable prefix, hashed full key."""
     digest = hashlib.sha256(f"{connection}\0{division}\0{entity}".encode()).hexdigest()[:8]
     return f"step-{division}-{entity.lower()}"[:31] + "-" + digest
+
+
+def step_lease(settings: Settings) -> float:
+    """How long a received step stays invisible to other receivers: its time budget plus room
+    to commit the last page and hand over."""
+    return float(settings.step_time_budget_seconds) + 120.0
 
 
 def resolve_entity(name: str) -> Entity:
@@ -199,8 +212,6 @@ def run_message(ctx: LoadContext, body: bytes, *, dequeue_count: int = 1) -> Ste
 
 def run_step(ctx: LoadContext, step: LoadStep, *, dequeue_count: int = 1) -> StepReport:
     """Run one step (validated) and enqueue what follows it."""
-    from shared.locks.base import LockTimeout
-
     report = StepReport(step, "done")
     started = time.perf_counter()
     stack = ExitStack()
@@ -296,24 +307,19 @@ class _Pager:
         try:
             self._pages(client, url, timestamp, reserve)
         except MinutelyBudgetSpent as exc:
-            report.outcome = "continued"
-            report.reason = "minutely call budget spent; continuing at its reset"
-            report.continue_at = exc.reset_at
             report.handover_wait = max(0.0, exc.reset_at - ctx.clock.now())
-            report.continuation = self._continuation()
+            self._hand_over("minutely call budget spent; continuing at its reset", exc.reset_at)
         except ExactRateLimited as exc:
             # A 429 the client could not wait out (another process spent the minute): hand over.
             # A blocked endpoint (10 errors within the hour) stays blocked for an hour at least:
             # coming back at the next minute would only extend Exact's block.
             now = ctx.clock.now()
-            report.outcome = "continued"
-            report.reason = str(exc)
-            report.continue_at = (
+            self._hand_over(
+                str(exc),
                 now + ENDPOINT_BLOCK_SECONDS
                 if exc.endpoint_blocked
-                else resume_time(now, exc.reset_at, daily=False)
+                else resume_time(now, exc.reset_at, daily=False),
             )
-            report.continuation = self._continuation()
         except DailyBudgetExhausted as exc:
             now = ctx.clock.now()
             report.outcome = "paused"
@@ -394,16 +400,10 @@ class _Pager:
         while True:
             now = ctx.clock.now()
             if report.pages and now - self.started >= budget:
-                report.outcome = "continued"
-                report.reason = "step time budget spent"
-                report.continue_at = now
-                report.continuation = self._continuation()
+                self._hand_over("step time budget spent", now)
                 return
             if getattr(self.hold, "lost", False):
-                report.outcome = "continued"
-                report.reason = "step lock lost"
-                report.continue_at = now
-                report.continuation = self._continuation()
+                self._hand_over("step lock lost", now)
                 return
             remaining = budget - (now - self.started)
             page = client.get_page(
@@ -462,10 +462,16 @@ class _Pager:
                 out.append((target, str(key)))
         return out
 
+    def _hand_over(self, reason: str, at: float) -> None:
+        """End the step here; a continuation picks the load up at clock time ``at``."""
+        report = self.report
+        report.outcome = "continued"
+        report.reason = reason
+        report.continue_at = at
+        report.continuation = self._continuation()
+
     def _continuation(self) -> LoadStep:
         last = self.last
-        if last is None:
-            return self.step  # nothing committed: the same step again
-        if last.timestamp is None and last.next_url is None:
-            return self.step
+        if last is None or (last.timestamp is None and last.next_url is None):
+            return self.step  # nothing committed (or nothing to continue from): the same step again
         return self.step.continued(StepCursor(timestamp=last.timestamp, next_url=last.next_url))

@@ -20,8 +20,6 @@ seconds: a delay on a scaled clock is divided by its scale before it is sent.
 from __future__ import annotations
 
 import os
-import socket
-import sqlite3
 import threading
 import uuid
 from collections.abc import Collection, Iterator
@@ -30,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock, SystemClock, clock_scale
 from shared.sync.messages import LoadStep
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from azure.storage.queue import QueueClient
 
     from shared.settings import Settings
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 #: The host's default and our host.json's ``maxDequeueCount``.
 MAX_DEQUEUE_COUNT = 5
+#: host.json's ``visibilityTimeout``: a delivery whose function raised comes back this much later.
+RETRY_VISIBILITY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,15 @@ def _pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
+def _division_filter(divisions: Collection[int] | None) -> tuple[str, list[Any]]:
+    """The SQL condition (and its parameters) for messages of ``divisions``; messages without a
+    known division (raw text) go to whoever asks first."""
+    if divisions is None:
+        return "", []
+    wanted = sorted({int(d) for d in divisions})
+    return f" AND (division IS NULL OR division IN ({','.join('?' * len(wanted)) or 'NULL'}))", list(wanted)
+
+
 class EmbeddedQueue:
     """A load queue in a SQLite file, safe across threads and worker processes."""
 
@@ -181,6 +192,8 @@ class EmbeddedQueue:
         clock: Clock | None = None,
         max_dequeue_count: int = MAX_DEQUEUE_COUNT,
     ) -> None:
+        import socket
+
         if max_dequeue_count < 1:
             raise ValueError("max_dequeue_count must be at least 1")
         self.path = Path(path)
@@ -195,6 +208,8 @@ class EmbeddedQueue:
     # connection handling: one connection per process (never inherited across fork)
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
+            import sqlite3
+
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 60000")
@@ -248,16 +263,12 @@ class EmbeddedQueue:
     def receive(
         self, *, visibility_timeout: float, divisions: Collection[int] | None = None
     ) -> Delivery | None:
+        if divisions is not None and not divisions:
+            return None
         now = self.clock.now()
-        where = "queue = ? AND visible_at <= ?"
-        params: list[Any] = [self.name, now]
-        if divisions is not None:
-            wanted = sorted({int(d) for d in divisions})
-            if not wanted:
-                return None
-            # Messages without a known division (raw text) go to whoever asks first.
-            where += f" AND (division IS NULL OR division IN ({','.join('?' * len(wanted))}))"
-            params.extend(wanted)
+        where, params = _division_filter(divisions)
+        where = "queue = ? AND visible_at <= ?" + where
+        params = [self.name, now, *params]
         with self._transaction() as conn:
             while True:
                 row = conn.execute(
@@ -326,12 +337,9 @@ class EmbeddedQueue:
 
     def stats(self, *, divisions: Collection[int] | None = None) -> QueueStats:
         now = self.clock.now()
-        where = "queue = ?"
-        params: list[Any] = [self.name]
-        if divisions is not None:
-            wanted = sorted({int(d) for d in divisions})
-            where += f" AND (division IS NULL OR division IN ({','.join('?' * len(wanted)) or 'NULL'}))"
-            params.extend(wanted)
+        where, params = _division_filter(divisions)
+        where = "queue = ?" + where
+        params = [self.name, *params]
         with self._lock:
             conn = self._connection()
             sql = _STATS_SQL + where  # placeholders only: values travel as parameters
@@ -408,8 +416,7 @@ class StorageQueue:
 
     def _real_seconds(self, seconds: float) -> int:
         """Storage counts real seconds; on a scaled test clock, convert. Whole seconds, capped."""
-        scale = float(getattr(self.clock, "scale", 1.0) or 1.0)
-        real = clamp_visibility(seconds) / scale
+        real = clamp_visibility(seconds) / clock_scale(self.clock)
         return min(MAX_VISIBILITY_SECONDS, int(real) + (1 if real % 1 else 0))
 
     def _ensure(self) -> None:

@@ -27,11 +27,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from shared.clock import Clock, ScaledClock
+from shared.clock import Clock, ScaledClock, clock_scale
 from shared.sync.budget import BackfillPause
-from shared.sync.loader import LoadContext, PageEvent, StepReport, run_message
-from shared.sync.messages import Mode, parse_step
-from shared.sync.queues import EmbeddedQueue, Queue
+from shared.sync.loader import (
+    LoadContext,
+    Outcome,
+    PageEvent,
+    StepCounts,
+    StepReport,
+    run_message,
+    step_lease,
+)
+from shared.sync.messages import LoadStep, Mode, parse_step
+from shared.sync.queues import MAX_DEQUEUE_COUNT, RETRY_VISIBILITY_SECONDS, EmbeddedQueue, Queue
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
@@ -42,34 +50,18 @@ log = logging.getLogger("exactsync.runner")
 
 #: How far ahead (clock seconds) a worker waits for delayed messages before it stops.
 DEFAULT_HORIZON = 120.0
-#: Retry delay after a step raised (host.json's visibilityTimeout).
-RETRY_DELAY = 30.0
 #: Longest real sleep between queue polls (also bounds reaction time on a Storage queue).
 MAX_POLL = 1.0
 
 
 @dataclass
-class EntityTotals:
-    rows: int = 0
-    upserted: int = 0
-    deleted: int = 0
-    pages: int = 0
-    calls: int = 0
+class EntityTotals(StepCounts):
     done: bool = False
 
 
 @dataclass
-class SyncSummary:
+class SyncSummary(StepCounts):
     steps: int = 0
-    rows: int = 0
-    upserted: int = 0
-    deleted: int = 0
-    skipped_stale: int = 0
-    pages: int = 0
-    calls: int = 0
-    rate_waits: int = 0
-    rate_wait_seconds: float = 0.0
-    throttled: int = 0
     elapsed: float = 0.0
     failures: list[str] = field(default_factory=list)
     pauses: list[BackfillPause] = field(default_factory=list)
@@ -79,25 +71,13 @@ class SyncSummary:
 
     def add(self, report: StepReport) -> None:
         self.steps += 1
-        self.rows += report.rows
-        self.upserted += report.upserted
-        self.deleted += report.deleted
-        self.skipped_stale += report.skipped_stale
-        self.pages += report.pages
-        self.calls += report.calls
-        self.rate_waits += report.rate_waits
-        self.rate_wait_seconds += report.rate_wait_seconds
-        self.throttled += report.throttled
+        self.add_counts(report)
         if report.outcome == "continued" and report.reason and "minutely" in report.reason:
             self.rate_waits += 1
             self.rate_wait_seconds += report.handover_wait
         if report.step is not None:
             totals = self.per_entity.setdefault((report.step.division, report.step.entity), EntityTotals())
-            totals.rows += report.rows
-            totals.upserted += report.upserted
-            totals.deleted += report.deleted
-            totals.pages += report.pages
-            totals.calls += report.calls
+            totals.add_counts(report)
             totals.done = totals.done or report.outcome in ("done", "current")
         if report.outcome in ("failed", "rejected"):
             self.failures.append(report.describe())
@@ -201,7 +181,7 @@ def work(
 ) -> None:
     """Receive and run steps until nothing for ``divisions`` is due within ``horizon``."""
     clock = ctx.clock
-    lease = float(ctx.settings.step_time_budget_seconds) + 120.0
+    lease = step_lease(ctx.settings)
     idle_since = time.monotonic()
     while True:
         delivery = queue.receive(visibility_timeout=lease, divisions=divisions)
@@ -210,41 +190,33 @@ def work(
             now = clock.now()
             if stats.visible:
                 continue
+            longest_sleep = MAX_POLL * clock_scale(clock)
             if isinstance(queue, EmbeddedQueue):
                 if stats.next_visible_at is None or stats.next_visible_at - now > horizon:
                     return
                 wait = stats.next_visible_at - now
             else:
                 # Storage cannot tell when delayed messages appear: poll, up to the horizon.
-                if stats.total == 0 or _scaled(clock, time.monotonic() - idle_since) > horizon:
+                if stats.total == 0 or (time.monotonic() - idle_since) * clock_scale(clock) > horizon:
                     return
-                wait = MAX_POLL * _scale(clock)
-            clock.sleep(max(0.0, min(wait, MAX_POLL * _scale(clock))) + 0.001)
+                wait = longest_sleep
+            clock.sleep(max(0.0, min(wait, longest_sleep)) + 0.001)
             continue
         idle_since = time.monotonic()
         try:
             report = run_message(ctx, delivery.body, dequeue_count=delivery.dequeue_count)
         except Exception as exc:  # the host's behaviour: the message comes back later
             log.warning("step failed, will be retried: %s", exc)
-            queue.abandon(delivery, visibility_timeout=RETRY_DELAY)
+            queue.abandon(delivery, visibility_timeout=RETRY_VISIBILITY_SECONDS)
             step = _step_or_none(delivery.body)
-            on_report(
-                StepReport(step, "failed" if delivery.dequeue_count >= 5 else "continued", reason=str(exc))
-            )
+            outcome: Outcome = "failed" if delivery.dequeue_count >= MAX_DEQUEUE_COUNT else "continued"
+            on_report(StepReport(step, outcome, reason=str(exc)))
             continue
         queue.complete(delivery)
         on_report(report)
 
 
-def _scale(clock: Clock) -> float:
-    return float(getattr(clock, "scale", 1.0) or 1.0)
-
-
-def _scaled(clock: Clock, real_seconds: float) -> float:
-    return real_seconds * _scale(clock)
-
-
-def _step_or_none(body: bytes) -> Any:
+def _step_or_none(body: bytes) -> LoadStep | None:
     try:
         return parse_step(body)
     except Exception:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigError
-from shared.exact.catalog import Entity
+from shared.exact.catalog import Entity, FieldType
 from shared.warehouse import page as pages
 from shared.warehouse import tsql
 from shared.warehouse.base import (
@@ -43,6 +43,7 @@ from shared.warehouse.base import (
     PageResult,
     WarehouseError,
     WarehouseUnavailable,
+    check_delete_mode,
 )
 from shared.warehouse.schema import ENTITIES, all_tables, stored_fields, tsql_add_column, tsql_create
 from shared.warehouse.transient import SqlError, describe
@@ -156,12 +157,6 @@ def _pyodbc() -> Any:
     return pyodbc
 
 
-def _json_time(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return pages.utc_millis(moment).replace(tzinfo=None).isoformat(timespec="milliseconds")
-
-
 def _dumps(value: Any) -> str:
     import orjson
 
@@ -178,7 +173,7 @@ def _as_time(value: Any) -> datetime:
     return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
-_DECODERS: dict[str, Callable[[Any], Any]] = {
+_DECODERS: dict[FieldType, pages.Decoder] = {
     "guid": _as_guid,
     "str": str,
     "int": int,
@@ -211,10 +206,8 @@ class AzureSqlWarehouse:
         entities: Sequence[Entity] = ENTITIES,
         jitter: Callable[[], float] | None = None,
     ) -> None:
-        if delete_mode not in ("hard", "soft"):
-            raise ValueError(f"delete_mode must be 'hard' or 'soft', got {delete_mode!r}")
+        self.delete_mode = check_delete_mode(delete_mode)
         self.connection_string = connection_string(server, database, driver)
-        self.delete_mode: DeleteMode = delete_mode
         self.schema = schema
         self._credential = credential
         self._clock = clock or SystemClock()
@@ -389,15 +382,12 @@ class AzureSqlWarehouse:
                     "entity": d.entity.name,
                     "key": d.key_text,
                     "timestamp": d.timestamp,
-                    "deleted_date": _json_time(d.deleted_date),
+                    "deleted_date": None if d.deleted_date is None else pages.json_time(d.deleted_date),
                 }
                 for d in page.deletions
             ]
         )
-        now = _json_time(datetime.fromtimestamp(self._clock.now(), UTC))
-        updated = now
-        if cursor.updated_at is not None:
-            updated = _json_time(pages.checked_time(cursor.updated_at, "cursor.updated_at"))
+        now = datetime.fromtimestamp(self._clock.now(), UTC)
         cursor_json = _dumps(
             {
                 "connection": cursor.connection,
@@ -406,12 +396,12 @@ class AzureSqlWarehouse:
                 "next_url": cursor.next_url,
                 "complete": bool(cursor.complete),
                 "run_id": cursor.run_id,
-                "updated_at": updated,
+                "updated_at": pages.json_time(pages.cursor_time(cursor, now)),
             }
         )
         targets = tuple(sorted({d.entity for d in page.deletions}, key=lambda e: e.name))
         sql = tsql.page_batch(entity, targets, self.delete_mode, self.schema)
-        return sql, (division, rows_json, deletions_json, now, cursor_json)
+        return sql, (division, rows_json, deletions_json, pages.json_time(now), cursor_json)
 
     def commit_page(
         self,
@@ -438,7 +428,7 @@ class AzureSqlWarehouse:
         return self._run(f"commit_page {entity.name} division {division}", work)
 
     def record_failed_step(self, *, message: str, reason: str, at: datetime) -> None:
-        when = _json_time(pages.checked_time(at, "record_failed_step: at"))
+        when = pages.json_time(pages.checked_time(at, "record_failed_step: at"))
 
         def work(cnx: Any) -> None:
             cnx.cursor().execute(tsql.insert_failed_step(self.schema), (when, reason, message))
@@ -463,15 +453,7 @@ class AzureSqlWarehouse:
             return list(cur.fetchall())
 
         rows = self._run(f"read_rows {entity.name}", work, write=False)
-        names = [f.name for f in entity.fields]
-        decoders = [_DECODERS[f.type] for f in entity.fields]
-        out: list[dict[str, Any]] = [
-            {
-                name: (None if v is None else decode(v))
-                for name, decode, v in zip(names, decoders, row, strict=True)
-            }
-            for row in rows
-        ]
+        out = pages.decode_rows(entity, rows, _DECODERS)
         out.sort(key=lambda r: r[entity.key])
         return out
 

@@ -41,13 +41,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from shared.errors import ExactSyncError
 from shared.exact.catalog import Entity
 
-Dialect = Literal["sqlite", "azure_sql"]
 DeleteMode = Literal["hard", "soft"]
+
+
+def check_delete_mode(mode: str) -> DeleteMode:
+    """``mode`` as a ``DeleteMode``; ``ValueError`` for anything but ``hard`` or ``soft``."""
+    if mode not in ("hard", "soft"):
+        raise ValueError(f"delete_mode must be 'hard' or 'soft', got {mode!r}")
+    return cast(DeleteMode, mode)
 
 
 @dataclass(frozen=True)

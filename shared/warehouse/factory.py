@@ -7,36 +7,16 @@ and only here, at first use.
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from shared.clock import Clock
 from shared.settings import Settings
-from shared.warehouse.base import DeleteMode, Warehouse
+from shared.warehouse.base import Warehouse, check_delete_mode
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
     from shared.warehouse.azure_sql import Connect
-
-_credentials: dict[str | None, TokenCredential] = {}
-_credentials_guard = threading.Lock()
-
-
-def default_credential(client_id: str | None) -> TokenCredential:
-    """The process's one credential for Azure SQL (azure-identity caches and renews its tokens).
-
-    ``DefaultAzureCredential`` is the managed identity in Azure (the user-assigned one named by
-    ``AZURE_CLIENT_ID``) and ``az login`` or environment credentials on a developer's machine.
-    """
-    with _credentials_guard:
-        credential = _credentials.get(client_id)
-        if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential(managed_identity_client_id=client_id)
-            _credentials[client_id] = credential
-        return credential
 
 
 def make_warehouse(
@@ -52,8 +32,9 @@ def make_warehouse(
     given (then the caller stands in for pyodbc and the driver). SQLite creates and updates its
     tables on open (it is its own deployment); Azure SQL relies on ``exactsync migrate``.
     """
-    delete_mode = cast(DeleteMode, settings.delete_mode)
+    delete_mode = check_delete_mode(settings.delete_mode)
     if settings.sql_server and settings.sql_database:
+        from shared.credentials import app_credential
         from shared.warehouse.azure_sql import AzureSqlWarehouse, resolve_driver
 
         driver = settings.sql_driver if connect is not None else resolve_driver(settings.sql_driver)
@@ -61,7 +42,7 @@ def make_warehouse(
             server=settings.sql_server,
             database=settings.sql_database,
             driver=driver,
-            credential=credential or default_credential(settings.azure_client_id),
+            credential=credential or app_credential(settings.azure_client_id),
             delete_mode=delete_mode,
             clock=clock,
             connect=connect,

@@ -19,6 +19,7 @@ from shared.exact.catalog import DELETED, Entity, FieldType
 from shared.warehouse.base import Cursor, InvalidPage
 
 Encoder = Callable[[Any], Any]
+Decoder = Callable[[Any], Any]
 ValueForm = Literal["sqlite", "json"]
 
 
@@ -243,13 +244,13 @@ def utc_millis(value: Any) -> datetime:
     return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
-def _datetime_sqlite(value: Any) -> Any:
-    # ISO-8601 UTC with a Z: sorts as text, and SQLite's date functions read it.
+def sqlite_time(value: Any) -> str:
+    """ISO-8601 UTC with a Z: sorts as text, and SQLite's date functions read it."""
     return utc_millis(value).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def _datetime_json(value: Any) -> Any:
-    # Naive UTC text: what OPENJSON converts to DATETIME2(3) without a style number.
+def json_time(value: Any) -> str:
+    """Naive UTC text: what OPENJSON converts to DATETIME2(3) without a style number."""
     return utc_millis(value).replace(tzinfo=None).isoformat(timespec="milliseconds")
 
 
@@ -261,7 +262,7 @@ _ENCODERS: dict[ValueForm, dict[FieldType, Encoder]] = {
         "int64": _int,
         "decimal": _float,
         "bool": _bool_sqlite,
-        "datetime": _datetime_sqlite,
+        "datetime": sqlite_time,
     },
     "json": {
         "guid": _guid,
@@ -270,7 +271,7 @@ _ENCODERS: dict[ValueForm, dict[FieldType, Encoder]] = {
         "int64": _int,
         "decimal": _float,
         "bool": _bool_json,
-        "datetime": _datetime_json,
+        "datetime": json_time,
     },
 }
 
@@ -281,6 +282,11 @@ def checked_time(value: Any, what: str) -> datetime:
         return utc_millis(value)
     except BadValue:
         raise InvalidPage(f"{what} must be a timezone-aware datetime") from None
+
+
+def cursor_time(cursor: Cursor, now: datetime) -> datetime:
+    """When the cursor is recorded as written: its own ``updated_at`` (checked), else ``now``."""
+    return now if cursor.updated_at is None else checked_time(cursor.updated_at, "cursor.updated_at")
 
 
 def encode_rows(form: ValueForm, entity: Entity, names: Sequence[str], page: Page) -> list[list[Any]]:
@@ -302,3 +308,17 @@ def encode_rows(form: ValueForm, entity: Entity, names: Sequence[str], page: Pag
                 ) from None
         out.append(values)
     return out
+
+
+def decode_rows(
+    entity: Entity, rows: Sequence[Sequence[Any]], decoders: Mapping[FieldType, Decoder]
+) -> list[dict[str, Any]]:
+    """Stored rows (the catalog's fields, in order) back in the forms ``shared.exact.convert`` gives."""
+    plan = [(f.name, decoders[f.type]) for f in entity.fields]
+    return [
+        {
+            name: (None if value is None else decode(value))
+            for (name, decode), value in zip(plan, row, strict=True)
+        }
+        for row in rows
+    ]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.clock import Clock, SystemClock
-from shared.exact.catalog import Entity
+from shared.exact.catalog import Entity, FieldType
 from shared.warehouse import page as pages
 from shared.warehouse.base import (
     Cursor,
@@ -32,6 +32,7 @@ from shared.warehouse.base import (
     PageResult,
     WarehouseError,
     WarehouseUnavailable,
+    check_delete_mode,
 )
 from shared.warehouse.schema import (
     DELETED_AT,
@@ -51,10 +52,6 @@ from shared.warehouse.schema import (
 )
 
 q = sqlite_quote
-
-
-def _text_time(moment: datetime) -> str:
-    return pages.utc_millis(moment).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _read_time(value: Any) -> datetime | None:
@@ -108,8 +105,7 @@ class _Statements:
         self.any_tombstone = (
             f"SELECT 1 FROM {q(TOMBSTONES.name)} WHERE {q('entity')} = ? AND {q('division')} = ? LIMIT 1"
         )
-        self.fields = tuple(f.name for f in entity.fields)
-        selected = [q(DIVISION) if name == DIVISION else q(name) for name in self.fields]
+        selected = [q(f.name) for f in entity.fields]
         self.read = (
             f"SELECT {', '.join(selected)} FROM {table} WHERE {q(DIVISION)} = ? AND {q(DELETED_AT)} IS NULL "
             f"ORDER BY {q(entity.key)}"
@@ -157,10 +153,8 @@ class SqliteWarehouse:
         entities: Sequence[Entity] = ENTITIES,
         auto_migrate: bool = False,
     ) -> None:
-        if delete_mode not in ("hard", "soft"):
-            raise ValueError(f"delete_mode must be 'hard' or 'soft', got {delete_mode!r}")
+        self.delete_mode = check_delete_mode(delete_mode)
         self.path = str(path)
-        self.delete_mode: DeleteMode = delete_mode
         self._clock = clock or SystemClock()
         self._entities = tuple(entities)
         self._statements: dict[Entity, _Statements] = {}
@@ -271,7 +265,7 @@ class SqliteWarehouse:
         page = pages.prepare(entity=entity, division=division, rows=rows, deletions=deletions, cursor=cursor)
         sql = self._entity_sql(entity)
         now = self._now()
-        synced = _text_time(now)
+        synced = pages.sqlite_time(now)
         # Encode everything before the transaction: a bad value refuses the page, writing nothing.
         params = [
             (division, *values, synced) for values in pages.encode_rows("sqlite", entity, sql.names, page)
@@ -282,7 +276,7 @@ class SqliteWarehouse:
                 division,
                 d.key_text,
                 d.timestamp,
-                None if d.deleted_date is None else _text_time(d.deleted_date),
+                None if d.deleted_date is None else pages.sqlite_time(d.deleted_date),
                 synced,
             )
             for d in page.deletions
@@ -317,7 +311,7 @@ class SqliteWarehouse:
                         page.division,
                         d.key,
                         d.timestamp,
-                        synced if d.deleted_date is None else _text_time(d.deleted_date),
+                        synced if d.deleted_date is None else pages.sqlite_time(d.deleted_date),
                         synced,
                     )
                     for d in items
@@ -330,10 +324,6 @@ class SqliteWarehouse:
         return count
 
     def _state_params(self, cursor: Cursor, now: datetime) -> tuple[Any, ...]:
-        updated = (
-            now if cursor.updated_at is None else pages.checked_time(cursor.updated_at, "cursor.updated_at")
-        )
-        updated_text = _text_time(updated)
         return (
             cursor.connection,
             cursor.division,
@@ -342,11 +332,11 @@ class SqliteWarehouse:
             cursor.next_url,
             1 if cursor.complete else 0,
             cursor.run_id,
-            updated_text,
+            pages.sqlite_time(pages.cursor_time(cursor, now)),
         )
 
     def record_failed_step(self, *, message: str, reason: str, at: datetime) -> None:
-        when = _text_time(pages.checked_time(at, "record_failed_step: at"))
+        when = pages.sqlite_time(pages.checked_time(at, "record_failed_step: at"))
         with self._transaction("record_failed_step") as cx:
             cx.execute(_FAILED_INSERT, (when, reason, message))
 
@@ -366,14 +356,7 @@ class SqliteWarehouse:
                 rows = self._cx.execute(sql.read, (division,)).fetchall()
             except sqlite3.Error as exc:
                 raise self._error(f"read_rows {entity.name}", exc) from exc
-        decoders = [_DECODERS[f.type] for f in entity.fields]
-        return [
-            {
-                name: (None if v is None else decode(v))
-                for name, decode, v in zip(sql.fields, decoders, row, strict=True)
-            }
-            for row in rows
-        ]
+        return pages.decode_rows(entity, rows, _DECODERS)
 
     def close(self) -> None:
         with self._lock:
@@ -384,7 +367,7 @@ def _same(value: Any) -> Any:
     return value
 
 
-_DECODERS: dict[str, Any] = {
+_DECODERS: dict[FieldType, pages.Decoder] = {
     "guid": _same,
     "str": _same,
     "int": _same,

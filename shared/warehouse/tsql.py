@@ -27,6 +27,7 @@ import functools
 from collections.abc import Sequence
 
 from shared.exact.catalog import Entity, FieldType
+from shared.warehouse.base import check_delete_mode
 from shared.warehouse.page import has_timestamp
 from shared.warehouse.schema import (
     DELETED_AT,
@@ -169,8 +170,7 @@ def page_batch(
 
     Binds ``PAGE_PARAMETERS`` in order; returns one result row ``(upserted, deleted)``.
     """
-    if delete_mode not in ("hard", "soft"):
-        raise ValueError(f"delete_mode must be 'hard' or 'soft', got {delete_mode!r}")
+    check_delete_mode(delete_mode)
     declare = "".join(f"DECLARE @{name} {kind} = ?;\n" for name, kind in PAGE_PARAMETERS)
     parts = [
         "SET NOCOUNT ON;\nSET XACT_ABORT ON;\n",

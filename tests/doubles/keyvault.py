@@ -468,16 +468,7 @@ class KeyVaultDouble(HttpTransport[HttpRequest, HttpResponse]):
         return attributes
 
     def _bundle(self, v: SecretVersion) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "value": v.value,
-            "id": f"{self.vault_url}/secrets/{v.name}/{v.version}",
-            "attributes": self._attributes(v),
-        }
-        if v.content_type is not None:
-            body["contentType"] = v.content_type
-        if v.tags is not None:
-            body["tags"] = v.tags
-        return body
+        return {"value": v.value, **self._item(v, with_version=True)}
 
     def _item(self, v: SecretVersion, *, with_version: bool = False) -> dict[str, Any]:
         item: dict[str, Any] = {

@@ -8,6 +8,7 @@ Secrets are planted with recognisable values so tests can prove none of them lea
 from __future__ import annotations
 
 import importlib.util
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,12 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from shared.clock import ScaledClock
 from shared.runtime import Runtime, install
 from shared.sandbox.server import SandboxHandle
 from shared.serve import LocalHost, functions_of
 from shared.settings import Settings
 from shared.tokens import TokenRecord
+from tests.oauth.sandbox_support import sandbox_clock
 
 PLANTED_CLIENT_SECRET = "planted-CLIENT-secret-4b1f9e7d2c"
 PLANTED_WEBHOOK_SECRET = "planted-WEBHOOK-secret-8e3a6c0b5f"
@@ -57,24 +58,40 @@ def served_functions() -> list[Any]:
     return _shared_functions
 
 
-def settings_for(sandbox: SandboxHandle, home: Path, redirect_uri: str, **extra: str) -> Settings:
-    env = {
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def consent_sandbox(
+    sandbox_factory: Callable[..., SandboxHandle], redirect_uri: str, **sandbox_options: Any
+) -> SandboxHandle:
+    """A sandbox whose one app is ours: the planted client id and secrets, ``redirect_uri``."""
+    return sandbox_factory(
+        client_id=CLIENT_ID,
+        client_secret=PLANTED_CLIENT_SECRET,
+        webhook_secret=PLANTED_WEBHOOK_SECRET,
+        redirect_uri=redirect_uri,
+        **sandbox_options,
+    )
+
+
+def app_env(sandbox: SandboxHandle, home: Path, redirect_uri: str, **extra: str) -> dict[str, str]:
+    """The settings of an exactsync process registered as the sandbox's app (its environment)."""
+    return {
         "EXACTSYNC_HOME": str(home),
         "EXACT_BASE_URL": sandbox.base_url,
         "EXACT_CLIENT_ID": sandbox.client_id,
         "EXACT_CLIENT_SECRET": PLANTED_CLIENT_SECRET,
         "EXACT_REDIRECT_URI": redirect_uri,
-        "EXACT_WEBHOOK_SECRET": PLANTED_WEBHOOK_SECRET,
-        "NOTIFY_WEBHOOK_URL": PLANTED_NOTIFY_URL,
         **extra,
     }
-    return Settings.from_env(env)
 
 
-def sandbox_clock(sandbox: SandboxHandle) -> ScaledClock:
-    """The client's clock, built the way another process would: from ``GET /_sandbox/clock``."""
-    spec = httpx.get(f"{sandbox.admin_url}/clock", timeout=10).json()
-    return ScaledClock.from_spec(spec)
+def settings_for(sandbox: SandboxHandle, home: Path, redirect_uri: str, **extra: str) -> Settings:
+    planted = {"EXACT_WEBHOOK_SECRET": PLANTED_WEBHOOK_SECRET, "NOTIFY_WEBHOOK_URL": PLANTED_NOTIFY_URL}
+    return Settings.from_env(app_env(sandbox, home, redirect_uri, **{**planted, **extra}))
 
 
 @dataclass
@@ -155,13 +172,7 @@ def consent_rig(
 ) -> Iterator[ConsentRig]:
     host = LocalHost(served_functions(), port=0).bind()
     redirect_uri = f"{host.base_url}/api/oauth/callback"
-    sandbox = sandbox_factory(
-        client_id=CLIENT_ID,
-        client_secret=PLANTED_CLIENT_SECRET,
-        webhook_secret=PLANTED_WEBHOOK_SECRET,
-        redirect_uri=redirect_uri,
-        **sandbox_options,
-    )
+    sandbox = consent_sandbox(sandbox_factory, redirect_uri, **sandbox_options)
     runtime = Runtime(settings=settings_for(sandbox, home, redirect_uri), clock=sandbox_clock(sandbox))
     rig = ConsentRig(sandbox=sandbox, host=host, home=home, redirect_uri=redirect_uri, runtime=runtime)
     install(runtime)

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from shared.clock import ScaledClock
+from shared.clock import Clock, ScaledClock
 from shared.locks.file_lock import FileLock
 from shared.oauth.alerts import Alerts
 from shared.oauth.keeper import TokenKeeper
@@ -68,9 +68,7 @@ def authorize(handle: SandboxHandle, http: httpx.Client, state: str = "keeper-te
     return query["code"][0]
 
 
-def consent(
-    handle: SandboxHandle, keeper: TokenKeeper, clock: ScaledClock, connection: str = "acme"
-) -> TokenGrant:
+def consent(handle: SandboxHandle, keeper: TokenKeeper, clock: Clock, connection: str = "acme") -> TokenGrant:
     with httpx.Client(timeout=30) as http:
         code = authorize(handle, http)
         grant = TokenEndpoint(provider_for(handle), http=http, clock=clock).exchange_code(

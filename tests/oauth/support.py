@@ -1,11 +1,10 @@
-"""Test helpers for the OAuth core: a manual clock, an Exact-like token server behind
+"""Test helpers for the OAuth core: an Exact-like token server behind
 ``httpx.MockTransport`` (the provider is the one thing we cannot run for real in unit tests; the
 sandbox covers it over real HTTP in the integration tests), and a store wrapper that injects
 failures into the REAL file store."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,35 +21,13 @@ from shared.oauth.token_endpoint import TokenEndpoint, TokenGrant
 from shared.stores.base import TokenStoreError
 from shared.stores.local_file import LocalFileTokenStore
 from shared.tokens import TokenRecord
+from tests.doubles.clock import ManualClock
 
 CLIENT_ID = "test-client-id"
 CLIENT_SECRET = "planted-client-secret-7f3a9c"
 REDIRECT_URI = "https://app.example.com/api/oauth/callback"
 BASE_URL = "https://start.exactonline.nl"
 START = 1_750_000_000.0  # a Sunday afternoon, far from 01:00 Amsterdam
-
-
-class ManualClock:
-    """Time that moves only when told (``sleep`` advances it)."""
-
-    def __init__(self, start: float = START) -> None:
-        self.t = start
-        self.slept: list[float] = []
-        self._guard = threading.Lock()
-
-    def now(self) -> float:
-        with self._guard:
-            return self.t
-
-    def sleep(self, seconds: float) -> None:
-        with self._guard:
-            self.slept.append(seconds)
-            if seconds > 0:
-                self.t += seconds
-
-    def advance(self, seconds: float) -> None:
-        with self._guard:
-            self.t += seconds
 
 
 def provider() -> Provider:

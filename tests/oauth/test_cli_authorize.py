@@ -19,22 +19,18 @@ from shared.runtime import current, install
 from shared.sandbox.server import SandboxHandle
 from shared.tokens import TokenStatus
 from tests.oauth.consent_flow import (
-    CLIENT_ID,
     PLANTED_CLIENT_SECRET,
     PLANTED_WEBHOOK_SECRET,
     ConsentRig,
+    app_env,
     consent_rig,
+    consent_sandbox,
+    free_port,
     query_of,
 )
 
 HTTPS_REDIRECT = "https://app.example.test/api/oauth/callback"
 _URL = re.compile(r"^\s+(http\S+/api/oauth2/auth\?\S+)$", re.MULTILINE)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -44,20 +40,9 @@ def cli_env(
     """Point the CLI's environment at a fresh sandbox registered with ``redirect_uri``."""
 
     def configure(redirect_uri: str) -> SandboxHandle:
-        sandbox = sandbox_factory(
-            client_id=CLIENT_ID,
-            client_secret=PLANTED_CLIENT_SECRET,
-            webhook_secret=PLANTED_WEBHOOK_SECRET,
-            redirect_uri=redirect_uri,
-        )
-        for name, value in {
-            "EXACTSYNC_HOME": str(tmp_path / "home"),
-            "EXACT_BASE_URL": sandbox.base_url,
-            "EXACT_CLIENT_ID": CLIENT_ID,
-            "EXACT_CLIENT_SECRET": PLANTED_CLIENT_SECRET,
-            "EXACT_WEBHOOK_SECRET": PLANTED_WEBHOOK_SECRET,
-            "EXACT_REDIRECT_URI": redirect_uri,
-        }.items():
+        sandbox = consent_sandbox(sandbox_factory, redirect_uri)
+        env = app_env(sandbox, tmp_path / "home", redirect_uri, EXACT_WEBHOOK_SECRET=PLANTED_WEBHOOK_SECRET)
+        for name, value in env.items():
             monkeypatch.setenv(name, value)
         install(None)
         return sandbox

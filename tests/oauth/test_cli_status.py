@@ -12,7 +12,7 @@ from shared.cli import main
 from shared.runtime import install
 from shared.sandbox.server import SandboxHandle
 from shared.tokens import TokenStatus
-from tests.oauth.consent_flow import PLANTED_CLIENT_SECRET, ConsentRig, consent_rig
+from tests.oauth.consent_flow import ConsentRig, app_env, consent_rig
 
 
 @pytest.fixture
@@ -23,13 +23,7 @@ def rig(
         assert rig.consent(connection="acme").status_code == 200
         assert rig.consent(connection="beta").status_code == 200
         # the CLI builds its runtime from the environment, like a separate process would
-        for name, value in {
-            "EXACTSYNC_HOME": str(rig.home),
-            "EXACT_BASE_URL": rig.sandbox.base_url,
-            "EXACT_CLIENT_ID": rig.sandbox.client_id,
-            "EXACT_CLIENT_SECRET": PLANTED_CLIENT_SECRET,
-            "EXACT_REDIRECT_URI": rig.redirect_uri,
-        }.items():
+        for name, value in app_env(rig.sandbox, rig.home, rig.redirect_uri).items():
             monkeypatch.setenv(name, value)
         install(None)
         yield rig

@@ -26,6 +26,7 @@ from tests.oauth.consent_flow import (
     PLANTED_NOTIFY_URL,
     PLANTED_WEBHOOK_SECRET,
     ConsentRig,
+    app_env,
     consent_rig,
     query_of,
 )
@@ -111,15 +112,14 @@ def test_no_secret_leaks_from_any_flow(
     seen.tokens_of(rig, "acme")
 
     # 7. the CLI: status, and a traced refresh, then a dead chain (alert to the webhook)
-    for name, value in {
-        "EXACTSYNC_HOME": str(rig.home),
-        "EXACT_BASE_URL": rig.sandbox.base_url,
-        "EXACT_CLIENT_ID": rig.sandbox.client_id,
-        "EXACT_CLIENT_SECRET": PLANTED_CLIENT_SECRET,
-        "EXACT_WEBHOOK_SECRET": PLANTED_WEBHOOK_SECRET,
-        "EXACT_REDIRECT_URI": rig.redirect_uri,
-        "NOTIFY_WEBHOOK_URL": PLANTED_NOTIFY_URL,
-    }.items():
+    env = app_env(
+        rig.sandbox,
+        rig.home,
+        rig.redirect_uri,
+        EXACT_WEBHOOK_SECRET=PLANTED_WEBHOOK_SECRET,
+        NOTIFY_WEBHOOK_URL=PLANTED_NOTIFY_URL,
+    )
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
     install(None)
     assert main(["--trace", "status", "--json"]) == 0

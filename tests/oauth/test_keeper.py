@@ -20,12 +20,13 @@ from shared.oauth.errors import (
 from shared.oauth.keeper import RefreshResult, TokenKeeper
 from shared.stores.local_file import LocalFileTokenStore
 from shared.tokens import TokenRecord, TokenStatus
-from tests.oauth.support import FakeExactTokenServer, FlakyStore, ManualClock, consent, make_keeper
+from tests.doubles.clock import ManualClock
+from tests.oauth.support import START, FakeExactTokenServer, FlakyStore, consent, make_keeper
 
 
 @pytest.fixture
 def clock() -> ManualClock:
-    return ManualClock()
+    return ManualClock(START)
 
 
 @pytest.fixture

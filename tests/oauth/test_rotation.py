@@ -17,7 +17,8 @@ from shared.oauth.rotation import in_quiet_hours, keep_alive
 from shared.stores.local_file import LocalFileTokenStore
 from shared.stores.nonces import FileNonceStore
 from shared.tokens import TokenStatus
-from tests.oauth.support import FakeExactTokenServer, FlakyStore, ManualClock, consent, make_keeper, recorder
+from tests.doubles.clock import ManualClock
+from tests.oauth.support import FakeExactTokenServer, FlakyStore, consent, make_keeper, recorder
 
 AMS = ZoneInfo("Europe/Amsterdam")
 HOUR = 3600.0

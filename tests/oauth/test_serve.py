@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,9 +19,11 @@ import pytest
 from shared.sandbox.server import SandboxHandle
 from shared.serve import LocalHost, compile_route, functions_of, http_routes
 from tests.oauth.consent_flow import (
-    CLIENT_ID,
     PLANTED_CLIENT_SECRET,
     PLANTED_WEBHOOK_SECRET,
+    app_env,
+    consent_sandbox,
+    free_port,
     fresh_function_app,
     served_functions,
 )
@@ -142,31 +143,15 @@ def test_unknown_route_wrong_method_and_failing_function(echo_host: tuple[LocalH
 # --- `exactsync serve` as its own process ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_exactsync_serve_runs_the_consent_end_to_end(
     sandbox_factory: Callable[..., SandboxHandle], tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     redirect_uri = f"http://127.0.0.1:{port}/api/oauth/callback"
-    sandbox = sandbox_factory(
-        client_id=CLIENT_ID,
-        client_secret=PLANTED_CLIENT_SECRET,
-        webhook_secret=PLANTED_WEBHOOK_SECRET,
-        redirect_uri=redirect_uri,
-    )
+    sandbox = consent_sandbox(sandbox_factory, redirect_uri)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("EXACT", "AzureWebJobs"))},
-        "EXACTSYNC_HOME": str(tmp_path / "home"),
-        "EXACT_BASE_URL": sandbox.base_url,
-        "EXACT_CLIENT_ID": CLIENT_ID,
-        "EXACT_CLIENT_SECRET": PLANTED_CLIENT_SECRET,
-        "EXACT_WEBHOOK_SECRET": PLANTED_WEBHOOK_SECRET,
-        "EXACT_REDIRECT_URI": redirect_uri,
+        **app_env(sandbox, tmp_path / "home", redirect_uri, EXACT_WEBHOOK_SECRET=PLANTED_WEBHOOK_SECRET),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "serve", "--port", str(port)],

@@ -20,7 +20,8 @@ from shared.oauth.errors import (
 )
 from shared.oauth.providers import Provider
 from shared.oauth.token_endpoint import READ_TIMEOUT, TokenEndpoint, parse_expires_in
-from tests.oauth.support import CLIENT_SECRET, REDIRECT_URI, ManualClock, provider
+from tests.doubles.clock import ManualClock
+from tests.oauth.support import CLIENT_SECRET, REDIRECT_URI, START, provider
 
 REFRESH = "planted-refresh!token-" + "x" * 30
 CODE = "stampNL001.planted!code-" + "c" * 30
@@ -44,7 +45,7 @@ def endpoint(
 ) -> tuple[TokenEndpoint, Recorder]:
     recorder = Recorder(answer)
     client = httpx.Client(transport=httpx.MockTransport(recorder))
-    return TokenEndpoint(p or provider(), http=client, clock=ManualClock()), recorder
+    return TokenEndpoint(p or provider(), http=client, clock=ManualClock(START)), recorder
 
 
 def ok(**extra: object) -> Callable[[httpx.Request], httpx.Response]:

@@ -14,6 +14,7 @@ MODULES = [
     "shared.locks.file_lock",
     "shared.locks.blob_lease",
     "shared.azure_storage",
+    "shared.credentials",
 ]
 
 

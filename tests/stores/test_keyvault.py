@@ -10,21 +10,11 @@ import pytest
 from shared.stores.base import TokenStoreError
 from shared.stores.keyvault import KeyVaultTokenStore
 from shared.tokens import TokenStatus
+from tests.doubles.clock import ManualClock
 from tests.doubles.keyvault import VAULT_RESOURCE, FakeTokenCredential, KeyVaultDouble
 from tests.stores.records import ACCESS_MARK, REFRESH_MARK, record
 
 SECRET = "exactsync-conn-acme-nl"
-
-
-class FixedClock:
-    def __init__(self, now: float = 1_800_000_100.0) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture
@@ -41,7 +31,9 @@ def credential() -> FakeTokenCredential:
 
 @pytest.fixture
 def store(vault: KeyVaultDouble, credential: FakeTokenCredential) -> KeyVaultTokenStore:
-    return KeyVaultTokenStore(vault.vault_url, credential, transport=vault, clock=FixedClock())
+    return KeyVaultTokenStore(
+        vault.vault_url, credential, transport=vault, clock=ManualClock(1_800_000_100.0)
+    )
 
 
 def _secret_texts(exc: BaseException) -> str:

@@ -13,22 +13,12 @@ import pytest
 from azure.storage.blob import ContainerClient
 
 from shared.stores.nonces import NONCE_PREFIX, BlobNonceStore, FileNonceStore, NonceStore
+from tests.doubles.clock import ManualClock
 from tests.fixtures.azurite import AzuriteHandle
 from tests.stores import workers
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-
-def _claims_once(store: NonceStore, clock: FakeClock) -> None:
+def _claims_once(store: NonceStore, clock: ManualClock) -> None:
     expires = clock.now() + 600
     assert store.claim("state-nonce-1", expires) is True
     assert store.claim("state-nonce-1", expires) is False  # replay
@@ -39,7 +29,7 @@ def _claims_once(store: NonceStore, clock: FakeClock) -> None:
 
 
 def test_file_store_claims_once_and_prunes_only_expired(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = ManualClock(1_800_000_000.0)
     store = FileNonceStore(tmp_path / "nonces", clock=clock)
     _claims_once(store, clock)
     files = os.listdir(tmp_path / "nonces")
@@ -55,7 +45,7 @@ def test_file_store_claims_once_and_prunes_only_expired(tmp_path: Path) -> None:
 
 
 def test_file_store_prunes_by_itself_at_most_once_per_interval(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = ManualClock(1_800_000_000.0)
     store = FileNonceStore(tmp_path, clock=clock, prune_interval=100)
     assert store.claim("a", clock.now() + 10)
     clock.t += 50
@@ -68,7 +58,7 @@ def test_file_store_prunes_by_itself_at_most_once_per_interval(tmp_path: Path) -
 
 @pytest.mark.azurite
 def test_blob_store_claims_once_and_prunes_only_expired(azurite: AzuriteHandle) -> None:
-    clock = FakeClock()
+    clock = ManualClock(1_800_000_000.0)
     container = ContainerClient.from_connection_string(
         azurite.connection_string, f"n-{uuid.uuid4().hex[:10]}"
     )

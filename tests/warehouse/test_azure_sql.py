@@ -32,6 +32,7 @@ from shared.warehouse.base import Cursor, InvalidPage, PageResult, WarehouseErro
 from shared.warehouse.factory import make_warehouse
 from shared.warehouse.schema import ENTITIES, all_tables, entity_table
 from shared.warehouse.sqlite import SqliteWarehouse
+from tests.doubles.clock import ManualClock
 from tests.warehouse.fake_odbc import FakeOdbc, odbc_error
 from tests.warehouse.rows import (
     ACCOUNTS,
@@ -48,23 +49,10 @@ from tests.warehouse.rows import (
 NOW = 1_750_000_000.0
 
 
-class FakeClock:
-    def __init__(self, now: float = NOW) -> None:
-        self.at = now
-        self.slept: list[float] = []
-
-    def now(self) -> float:
-        return self.at
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.at += seconds
-
-
 class Tokens:
     """An azure-identity-shaped credential issuing numbered tokens that live ``lifetime`` seconds."""
 
-    def __init__(self, clock: FakeClock, lifetime: float = 3600) -> None:
+    def __init__(self, clock: ManualClock, lifetime: float = 3600) -> None:
         self.clock, self.lifetime = clock, lifetime
         self.scopes: list[tuple[str, ...]] = []
 
@@ -76,9 +64,9 @@ class Tokens:
 
 
 def warehouse(
-    odbc: FakeOdbc, clock: FakeClock | None = None, **kw: Any
-) -> tuple[AzureSqlWarehouse, FakeClock, Tokens]:
-    clock = clock or FakeClock()
+    odbc: FakeOdbc, clock: ManualClock | None = None, **kw: Any
+) -> tuple[AzureSqlWarehouse, ManualClock, Tokens]:
+    clock = clock or ManualClock(NOW)
     tokens = kw.pop("credential", None) or Tokens(clock)
     wh = AzureSqlWarehouse(
         server="exactsync-sql.database.windows.net",
@@ -292,13 +280,13 @@ def test_errors_that_would_fail_again_are_not_retried(native: int, sqlstate: str
 
 def test_a_new_connection_with_a_fresh_token_before_the_token_expires() -> None:
     odbc = FakeOdbc()
-    clock = FakeClock()
+    clock = ManualClock(NOW)
     wh, _, tokens = warehouse(odbc, clock, credential=Tokens(clock, lifetime=3600))
     wh.commit_page(entity=ACCOUNTS, division=1, rows=[account(1, 5)], cursor=cursor(ACCOUNTS, 5))
-    clock.at += 3000  # 600 s left: still beyond the 300 s margin
+    clock.advance(3000)  # 600 s left: still beyond the 300 s margin
     wh.commit_page(entity=ACCOUNTS, division=1, rows=[account(1, 6)], cursor=cursor(ACCOUNTS, 6))
     assert len(odbc.connections) == 1
-    clock.at += 400  # 200 s left
+    clock.advance(400)  # 200 s left
     wh.commit_page(entity=ACCOUNTS, division=1, rows=[account(1, 7)], cursor=cursor(ACCOUNTS, 7))
     first, second = odbc.connections
     assert first.closed and not second.closed
@@ -428,7 +416,7 @@ def settings(tmp_path: Path, **env: str) -> Settings:
 
 def test_factory_picks_azure_sql_when_configured(tmp_path: Path) -> None:
     odbc = FakeOdbc()
-    clock = FakeClock()
+    clock = ManualClock(NOW)
     wh = make_warehouse(
         settings(tmp_path, SQL_SERVER="s.database.windows.net", SQL_DATABASE="d", DELETE_MODE="soft"),
         credential=Tokens(clock),
@@ -449,7 +437,7 @@ def test_factory_checks_the_driver_at_start_up(tmp_path: Path) -> None:
                 SQL_DATABASE="d",
                 SQL_DRIVER="/nowhere/libmsodbcsql.so",
             ),
-            credential=Tokens(FakeClock()),
+            credential=Tokens(ManualClock(NOW)),
         )
 
 

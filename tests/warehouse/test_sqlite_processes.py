@@ -55,9 +55,16 @@ def test_a_writer_killed_mid_page_leaves_whole_pages_and_resumes_exactly_once(tm
 
     def check() -> int:
         """Pages present are exactly 0..cursor, each complete: the cursor and its rows moved together."""
-        stored = reader.read_cursor("acme", 1, "Accounts")
+        # The cursor and the rows are two reads: one read transaction (a WAL snapshot) holds both,
+        # so a page the writer commits in between cannot make them disagree.
+        reader._cx.execute("BEGIN")
+        try:
+            stored = reader.read_cursor("acme", 1, "Accounts")
+            rows = reader.read_rows(ACCOUNTS, 1)
+        finally:
+            reader._cx.execute("COMMIT")
         at = -1 if stored is None or stored.timestamp is None else stored.timestamp
-        per_page = Counter(r["Timestamp"] for r in reader.read_rows(ACCOUNTS, 1))
+        per_page = Counter(r["Timestamp"] for r in rows)
         assert set(per_page) == set(range(at + 1))
         assert set(per_page.values()) <= {workers.ROWS_PER_PAGE}
         return at
