@@ -243,6 +243,10 @@ class RateGovernor:
             state.daily_remaining = None
             state.daily_reset = None
 
+    def _daily_available(self, state: _Division) -> int | None:
+        """The day's calls left once the calls in flight land (``None``: not known yet)."""
+        return None if state.daily_remaining is None else state.daily_remaining - state.in_flight
+
     def _minutely_available(self, state: _Division) -> int | None:
         known = state.minutely_remaining
         if known is None:
@@ -279,12 +283,11 @@ class RateGovernor:
                 now = self.clock.now()
                 ahead = self._skew.ahead(now)
                 self._roll(state, now, ahead)
-                if state.daily_remaining is not None and state.daily_remaining - state.in_flight <= reserve:
+                daily = self._daily_available(state)
+                if daily is not None and daily <= reserve:
                     state.stats.daily_stops += 1
                     reset_at = state.daily_reset + ahead if state.daily_reset is not None else None
-                    raise DailyBudgetExhausted(
-                        division, reset_at, state.daily_remaining - state.in_flight, reserve
-                    )
+                    raise DailyBudgetExhausted(division, reset_at, daily, reserve)
                 delay = self._minutely_wait(state, now, ahead)
                 if delay == 0.0:
                     state.in_flight += 1
@@ -429,7 +432,8 @@ class RateGovernor:
             now = self.clock.now()
             ahead = self._skew.ahead(now)
             self._roll(state, now, ahead)
-            if state.daily_remaining is not None and state.daily_remaining - state.in_flight <= reserve:
+            daily = self._daily_available(state)
+            if daily is not None and daily <= reserve:
                 return math.inf
             return max(self._minutely_wait(state, now, ahead), 0.0)
 
