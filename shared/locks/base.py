@@ -10,6 +10,7 @@ learns it from ``hold.lost`` or ``hold.check()`` and must not write tokens after
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Protocol
@@ -73,11 +74,13 @@ class LockHold(AbstractContextManager[None]):
     ) -> None:
         self.release()
 
+    @abstractmethod
     def acquire(self) -> None:
-        raise NotImplementedError
+        """Take the lock or raise ``LockTimeout``."""
 
+    @abstractmethod
     def release(self) -> None:
-        raise NotImplementedError
+        """Give the lock back (idempotent)."""
 
 
 class ConnectionLock(Protocol):

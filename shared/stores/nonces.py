@@ -21,6 +21,7 @@ import os
 import secrets
 import threading
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,7 +57,7 @@ def _key(nonce: str) -> str:
     return hashlib.sha256(nonce.encode("utf-8")).hexdigest()
 
 
-class _ClaimStore:
+class _ClaimStore(ABC):
     """The rules both stores share: an expired nonce is refused unrecorded, expired entries are
     pruned at most once per ``prune_interval``, and ``_record`` makes the claim atomic."""
 
@@ -85,12 +86,13 @@ class _ClaimStore:
             self._next_prune = now + self._prune_interval
             return True
 
+    @abstractmethod
     def _record(self, key: str, expires_at: float) -> bool:
         """Record ``key`` unless it exists: True exactly once per key."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _prune(self, now: float) -> int:
-        raise NotImplementedError
+        """Remove the entries expired at ``now``; returns how many."""
 
 
 class FileNonceStore(_ClaimStore):
